@@ -1,0 +1,221 @@
+"""Train state, jitted (and sharded) train step, and the ``fit`` loop.
+
+A package supplies a pure ``loss_fn(params, batch, rng) -> (loss, metrics)`` and an optax optimizer;
+``make_train_step`` turns them into ``step(state, batch, rng) -> (state, metrics)`` compiled with
+``jax.jit(in_shardings=..., out_shardings=..., donate_argnums=0)``; ``fit`` runs it with a progress bar,
+evaluation, JSONL metrics and orbax checkpoints, and resumes from the latest checkpoint of its workdir.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import pathlib
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from tqdm.auto import tqdm
+
+from jaxzoo.checkpoint import Checkpointer, save_config
+from jaxzoo.sharding import replicated
+
+LossFn = Callable[..., tuple[jax.Array, Mapping[str, jax.Array]]]
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a training run updates: step counter, parameters, optimizer state, and ``extra``
+    mutable collections (batch statistics, EMA weights, counters) that the loss returns updated."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    extra: dict = flax.struct.field(default_factory=dict)
+
+    @classmethod
+    def create(cls, params: Any, tx: optax.GradientTransformation, extra: dict | None = None) -> TrainState:
+        """A state at step 0. Under a mesh, jit this with the params' shardings to keep it sharded:
+        ``jax.jit(lambda p: TrainState.create(p, tx))(params)`` (optax states follow their params)."""
+        return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), extra=extra or {})
+
+
+def shardings_of(tree: Any) -> Any:
+    """The tree of ``.sharding`` of every array in ``tree`` (e.g. a sharded TrainState)."""
+    return jax.tree.map(lambda x: x.sharding, tree)
+
+
+def make_train_step(
+    loss_fn: LossFn,
+    tx: optax.GradientTransformation,
+    *,
+    mesh: Mesh | None = None,
+    state_sharding: Any = None,
+    batch_sharding: Any = None,
+    has_extra: bool = False,
+    post_update: Callable[[Any], Any] | None = None,
+    donate: bool = True,
+) -> Callable[[TrainState, Any, jax.Array], tuple[TrainState, dict]]:
+    """Compile one optimisation step.
+
+    Args:
+      loss_fn: ``loss_fn(params, batch, rng) -> (loss, metrics)``; with ``has_extra``,
+        ``loss_fn(params, extra, batch, rng) -> (loss, (metrics, new_extra))``.
+      tx: the optax optimizer (clipping, schedules etc. chained in).
+      mesh: when given, the step runs under ``jax.jit`` with explicit shardings: the state keeps
+        ``state_sharding`` (by default the shardings its arrays have at the first call), the batch is split
+        along its leading axis over ``"data"`` (or ``batch_sharding``), rng and metrics are replicated.
+      post_update: optional pure ``params -> params`` applied after the optimizer update (e.g. keeping
+        decoder rows unit-norm).
+      donate: donate the input state's buffers (the caller must not reuse the old state).
+
+    The rng given to ``loss_fn`` is ``fold_in(rng, state.step)``, so a run is reproducible from one key.
+    Metrics always contain ``loss`` and ``grad_norm``.
+    """
+
+    def step(state: TrainState, batch: Any, rng: jax.Array) -> tuple[TrainState, dict]:
+        rng = jax.random.fold_in(rng, state.step)
+        if has_extra:
+            def inner(p):
+                return loss_fn(p, state.extra, batch, rng)
+
+            (loss, (metrics, extra)), grads = jax.value_and_grad(inner, has_aux=True)(state.params)
+        else:
+            (loss, metrics), grads = jax.value_and_grad(lambda p: loss_fn(p, batch, rng), has_aux=True)(
+                state.params
+            )
+            extra = state.extra
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        if post_update is not None:
+            params = post_update(params)
+        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **metrics}
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state, extra=extra), metrics
+
+    donate_argnums = (0,) if donate else ()
+    if mesh is None:
+        return jax.jit(step, donate_argnums=donate_argnums)
+
+    data_sharding = batch_sharding if batch_sharding is not None else NamedSharding(mesh, PartitionSpec("data"))
+    compiled: dict[str, Any] = {}
+
+    def sharded_step(state: TrainState, batch: Any, rng: jax.Array) -> tuple[TrainState, dict]:
+        if "fn" not in compiled:
+            sharding = state_sharding if state_sharding is not None else shardings_of(state)
+            compiled["fn"] = jax.jit(
+                step,
+                in_shardings=(sharding, data_sharding, replicated(mesh)),
+                out_shardings=(sharding, replicated(mesh)),
+                donate_argnums=donate_argnums,
+            )
+        return compiled["fn"](state, batch, rng)
+
+    return sharded_step
+
+
+def _batches(batches: Callable[[int], Any] | Iterable[Any], start: int) -> Callable[[int], Any]:
+    """A ``step -> batch`` function from a callable (used as is) or an iterable (skipping ``start``)."""
+    if callable(batches):
+        return batches
+    iterator = iter(batches)
+    for _ in itertools.islice(iterator, start):
+        pass
+
+    def next_batch(_step: int) -> Any:
+        try:
+            return next(iterator)
+        except StopIteration:
+            raise ValueError(f"the batch iterable ran out at step {_step}; give more batches or fewer steps") from None
+
+    return next_batch
+
+
+def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
+    host = jax.device_get(dict(metrics))
+    return {k: float(np.asarray(v)) for k, v in host.items() if np.ndim(v) == 0}
+
+
+def read_metrics(path: str | pathlib.Path) -> list[dict]:
+    """Read a metrics JSONL file written by ``fit`` (one dict per logged step)."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def fit(
+    state: TrainState,
+    step_fn: Callable[[TrainState, Any, jax.Array], tuple[TrainState, dict]],
+    batches: Callable[[int], Any] | Iterable[Any],
+    *,
+    num_steps: int,
+    rng: jax.Array,
+    workdir: str | pathlib.Path | None = None,
+    eval_fn: Callable[[TrainState], Mapping[str, Any]] | None = None,
+    eval_every: int = 0,
+    checkpoint_every: int = 0,
+    keep: int = 3,
+    config: Any = None,
+    log_every: int = 1,
+    desc: str = "train",
+    progress: bool = True,
+) -> tuple[TrainState, list[dict]]:
+    """Run ``step_fn`` until ``state.step == num_steps``; returns ``(state, history)``.
+
+    ``batches`` is ``batch_fn(step) -> batch`` (preferred: resuming then sees the same batches) or an
+    iterable. With ``workdir``, metrics are appended to ``workdir/metrics.jsonl``, a checkpoint is saved
+    every ``checkpoint_every`` steps and at the end into ``workdir/checkpoints`` (with ``config.json``),
+    and a run that finds a checkpoint there resumes from the latest one: its history is the logged
+    history up to that step followed by the new steps, exactly as an uninterrupted run's.
+    """
+    if num_steps < 0:
+        raise ValueError(f"num_steps must be >= 0; got {num_steps}")
+    if log_every < 1:
+        raise ValueError(f"log_every must be >= 1; got {log_every}")
+    ckpt = None
+    history: list[dict] = []
+    metrics_path = None
+    if workdir is not None:
+        workdir = pathlib.Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        metrics_path = workdir / "metrics.jsonl"
+        ckpt = Checkpointer(workdir / "checkpoints", keep=keep)
+        if config is not None:
+            save_config(workdir, config)
+        if ckpt.latest_step() is not None:
+            state = ckpt.restore(state)
+        start = int(state.step)
+        history = [r for r in read_metrics(metrics_path) if r["step"] <= start]
+        metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
+    start = int(state.step)
+    next_batch = _batches(batches, start)
+    bar = tqdm(range(start, num_steps), desc=desc, disable=not progress, initial=start, total=num_steps)
+    last_saved = start if ckpt is not None and ckpt.latest_step() == start else None
+    for s in bar:
+        state, metrics = step_fn(state, next_batch(s), rng)
+        done = s + 1
+        record = None
+        if done % log_every == 0 or done == num_steps:
+            record = {"step": done, **_scalars(metrics)}
+            bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "step"}, refresh=False)
+        if eval_fn is not None and eval_every and (done % eval_every == 0 or done == num_steps):
+            record = record or {"step": done}
+            record.update({f"eval_{k}": v for k, v in _scalars(eval_fn(state)).items()})
+        if record is not None:
+            history.append(record)
+            if metrics_path is not None:
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+        if ckpt is not None and checkpoint_every and done % checkpoint_every == 0:
+            ckpt.save(done, state, config=config)
+            last_saved = done
+    if ckpt is not None:
+        if last_saved != int(state.step):
+            ckpt.save(int(state.step), state, config=config)
+        ckpt.close()
+    return state, history
