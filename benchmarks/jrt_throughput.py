@@ -1,0 +1,318 @@
+"""JRT-RNN speed: prefill and decode of one prefix-linear-attention (PLA) layer vs softmax attention,
+and the train step of a whole JRT model.
+
+The paper (Arora et al., 2024, "Just read twice") reports 19.2x FlashAttention-2 prefill throughput for
+JRT-RNN (and 11.9x for JRT-Prompt on Based) at 32k tokens, batch 16, on an H100. This script measures the
+same comparison with our kernels, on whatever `jax.devices()` offers:
+
+- prefill: tokens/s of one layer (projections + attention + output projection) at each length, ours =
+  `jrt_ops.prefix_linear_attention` in its chunked O(L) form with a prefix of `--encoder-len` tokens, peer =
+  causal `jax.nn.dot_product_attention` (XLA on CPU, cuDNN flash attention on a GPU when available) with
+  the same width, heads and head dim; the ratio per length and the crossover length;
+- decode: per-token latency while generating `--decode-tokens` tokens one at a time, ours = `jrt_ops.decode_step`
+  on a constant-size state, peer = attention over a KV cache that grows in blocks of `--decode-block`;
+  and the memory of the state vs the cache at the end;
+- train step: tokens/s of a whole `jrt.LM` train step with the 360M preset's layer pattern at a reduced
+  width (skipped, with a note, if the model is not importable), vs a causal Based LM of the same shape.
+
+One table, median of `--repeats` timed runs after a compile/warm-up run, `block_until_ready` on outputs.
+
+Run (CPU defaults, about 3-4 minutes on 2 cores):
+    python benchmarks/jrt_throughput.py
+GPU (the paper's setting, prefill at 360M width):
+    python benchmarks/jrt_throughput.py --d-model 1024 --heads 16 --batch 16 \
+        --lengths 1024,2048,4096,8192,16384,32768 --peer-max-len 32768 --peer-max-gb 64 \
+        --dtype bfloat16 --model-d 1024 --model-batch 8 --model-len 2048
+
+Defaults use 2 heads of width 64 (d_model 128) so that softmax attention's [B, H, L, L] logits fit in
+memory up to 16k on a CPU; per-token costs of both layers scale with the number of heads, so the ratio
+per length does not depend on it much. Lengths where the peer's logits would exceed `--peer-max-gb` are
+left empty ("-").
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jrt import ops as jrt_ops
+
+
+def timed(fn, *args, repeats: int) -> float:
+    """Median wall time (s) of ``fn(*args)`` after one compile/warm-up call."""
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def layer_weights(key, d_model, heads, feature_dim, head_dim, dtype):
+    """Weights of one PLA layer (ours) and one softmax attention layer (peer), N(0, 0.02)."""
+    names = {
+        "wq": (d_model, heads * feature_dim),
+        "wk": (d_model, heads * feature_dim),
+        "wv": (d_model, heads * head_dim),
+        "wk_enc": (d_model, heads * feature_dim),
+        "wv_enc": (d_model, heads * head_dim),
+        "wo": (heads * head_dim, d_model),
+        "wq_sm": (d_model, heads * head_dim),
+        "wk_sm": (d_model, heads * head_dim),
+    }
+    keys = jax.random.split(key, len(names))
+    return {n: (0.02 * jax.random.normal(k, s)).astype(dtype) for k, (n, s) in zip(keys, names.items())}
+
+
+def pla_layer(w, x, *, heads, feature_dim, encoder_len, chunk_size):
+    """x [B, L, d] -> [B, L, d]: JRT-RNN's PLA layer, chunked, the first `encoder_len` tokens the prefix."""
+    b, n, _ = x.shape
+    m = min(encoder_len, n)
+    q = (x @ w["wq"]).reshape(b, n, heads, feature_dim)
+    k = (x @ w["wk"]).reshape(b, n, heads, feature_dim)
+    v = (x @ w["wv"]).reshape(b, n, heads, -1)
+    k_enc = (x[:, :m] @ w["wk_enc"]).reshape(b, m, heads, feature_dim)
+    v_enc = (x[:, :m] @ w["wv_enc"]).reshape(b, m, heads, -1)
+    y = jrt_ops.prefix_linear_attention(q, k, v, k_enc, v_enc, chunk_size=chunk_size)  # [B, L, H, dv]
+    return y.reshape(b, n, -1) @ w["wo"]
+
+
+def softmax_layer(w, x, *, heads):
+    """x [B, L, d] -> [B, L, d]: causal multi-head softmax attention with the same heads and head dim."""
+    b, n, _ = x.shape
+    q = (x @ w["wq_sm"]).reshape(b, n, heads, -1)
+    k = (x @ w["wk_sm"]).reshape(b, n, heads, -1)
+    v = (x @ w["wv"]).reshape(b, n, heads, -1)
+    y = jax.nn.dot_product_attention(q, k, v, is_causal=True)  # [B, L, H, D]
+    return y.reshape(b, n, -1) @ w["wo"]
+
+
+def prefill_rows(args, w, dtype):
+    rows, ratios = [], {}
+    for n in args.lengths:
+        x = jax.random.normal(jax.random.key(n), (args.batch, n, args.d_model)).astype(dtype)
+        ours = jax.jit(
+            lambda w, x: pla_layer(
+                w,
+                x,
+                heads=args.heads,
+                feature_dim=args.feature_dim,
+                encoder_len=args.encoder_len,
+                chunk_size=args.chunk_size,
+            )
+        )
+        t_ours = timed(ours, w, x, repeats=args.repeats)
+        logits_gb = args.batch * args.heads * n * n * 4 / 1e9
+        t_peer = None
+        if n <= args.peer_max_len and logits_gb <= args.peer_max_gb:
+            peer = jax.jit(lambda w, x: softmax_layer(w, x, heads=args.heads))
+            t_peer = timed(peer, w, x, repeats=args.repeats)
+        tok = args.batch * n
+        ratio = t_peer / t_ours if t_peer else None
+        if ratio is not None:
+            ratios[n] = ratio
+        rows.append(
+            (f"prefill L={n} B={args.batch}", "tok/s", tok / t_ours, tok / t_peer if t_peer else None, ratio)
+        )
+    faster = [n for n, r in sorted(ratios.items()) if r > 1]
+    if not ratios:
+        crossover = "no peer measurement"
+    elif not faster:
+        crossover = f"PLA slower at every measured length (<= {max(ratios)})"
+    elif faster[0] == min(ratios):
+        crossover = f"PLA faster already at the shortest length, {faster[0]}"
+    else:
+        slower = max(n for n, r in ratios.items() if n < faster[0])
+        crossover = f"between L={slower} and L={faster[0]}"
+    return rows, crossover
+
+
+def decode_rows(args, w, dtype):
+    """Generate `decode_tokens` tokens one by one (lax.scan per block of `decode_block` tokens)."""
+    b, h, f, dh = args.batch, args.heads, args.feature_dim, args.head_dim
+    total, block = args.decode_tokens, args.decode_block
+    xs = jax.random.normal(jax.random.key(1), (total, b, args.d_model)).astype(dtype)
+
+    def ours_block(state, xs):
+        def body(state, x):
+            q = (x @ w["wq"]).reshape(b, h, f)
+            k = (x @ w["wk"]).reshape(b, h, f)
+            v = (x @ w["wv"]).reshape(b, h, dh)
+            y, state = jrt_ops.decode_step(state, q, k, v)
+            return state, y.reshape(b, -1) @ w["wo"]
+
+        return jax.lax.scan(body, state, xs)
+
+    def peer_block(cache_k, cache_v, start, xs):
+        def body(carry, inp):
+            ck, cv = carry
+            t, x = inp
+            q = (x @ w["wq_sm"]).reshape(b, 1, h, dh)
+            k = (x @ w["wk_sm"]).reshape(b, 1, h, dh)
+            v = (x @ w["wv"]).reshape(b, 1, h, dh)
+            ck = jax.lax.dynamic_update_slice_in_dim(ck, k, t, axis=1)
+            cv = jax.lax.dynamic_update_slice_in_dim(cv, v, t, axis=1)
+            lengths = jnp.full((b,), t + 1, jnp.int32)
+            y = jax.nn.dot_product_attention(q, ck, cv, key_value_seq_lengths=lengths)
+            return (ck, cv), y.reshape(b, -1) @ w["wo"]
+
+        steps = start + jnp.arange(xs.shape[0], dtype=jnp.int32)
+        return jax.lax.scan(body, (cache_k, cache_v), (steps, xs))
+
+    big_f = 1 + f + f * f
+    state = jrt_ops.LinearAttentionState(
+        kv=jnp.zeros((b, h, big_f, dh), jnp.float32), k_sum=jnp.zeros((b, h, big_f), jnp.float32)
+    )
+    ours = jax.jit(ours_block)
+    peer = jax.jit(peer_block)
+    rows = []
+    cache_k = cache_v = jnp.zeros((b, 0, h, dh), dtype)
+    for start in range(0, total, block):
+        seg = xs[start : start + block]
+        t_ours = timed(ours, state, seg, repeats=args.repeats)
+        state, _ = ours(state, seg)
+        grow = ((0, 0), (0, seg.shape[0]), (0, 0), (0, 0))  # the cache grows by one block
+        cache_k, cache_v = jnp.pad(cache_k, grow), jnp.pad(cache_v, grow)
+        t_peer = timed(peer, cache_k, cache_v, start, seg, repeats=args.repeats)
+        (cache_k, cache_v), _ = peer(cache_k, cache_v, start, seg)
+        n = seg.shape[0]
+        rows.append(
+            (
+                f"decode tokens {start}-{start + n} B={b}",
+                "ms/token",
+                1e3 * t_ours / n,
+                1e3 * t_peer / n,
+                t_peer / t_ours,
+            )
+        )
+    state_mb = (state.kv.size + state.k_sum.size) * state.kv.dtype.itemsize / 2**20
+    cache_mb = (cache_k.size + cache_v.size) * cache_k.dtype.itemsize / 2**20
+    rows.append((f"decode memory at {total} tokens", "MiB/layer", state_mb, cache_mb, cache_mb / state_mb))
+    return rows
+
+
+def model_rows(args, dtype):
+    """Train-step tokens/s of a whole JRT LM (360M layer pattern, reduced width) vs causal Based."""
+    try:
+        import optax
+        from jrt.config import JRTConfig
+        from jrt.losses import make_loss_fn
+        from jrt.model import LM
+    except ImportError as err:  # part 1 not there yet
+        return [], f"whole-model row skipped: {err}"
+    rows = []
+    ids = np.random.default_rng(0).integers(0, args.model_vocab, (args.model_batch, args.model_len + 1))
+    batch = {"input_ids": jnp.asarray(ids[:, :-1], jnp.int32), "labels": jnp.asarray(ids[:, 1:], jnp.int32)}
+    times = {}
+    for name, mixer in (("jrt", "pla"), ("based", "la")):
+        cfg = JRTConfig.preset_360m(
+            d_model=args.model_d,
+            vocab_size=args.model_vocab,
+            encoder_len=min(args.encoder_len, args.model_len),
+            mixer=mixer,
+            dtype=dtype,
+        )
+        params = LM(cfg).init(jax.random.key(0), batch["input_ids"][:1])["params"]
+        tx = optax.adamw(1e-3)
+        loss_fn = make_loss_fn(cfg)
+
+        def step(params, opt_state, batch, rng, loss_fn=loss_fn, tx=tx):
+            (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, loss
+
+        times[name] = timed(
+            jax.jit(step), params, tx.init(params), batch, jax.random.key(1), repeats=args.repeats
+        )
+        times[name + "_layers"] = cfg.n_layer
+    tok = args.model_batch * args.model_len
+    rows.append(
+        (
+            f"train step JRT {times['jrt_layers']}L vs Based {times['based_layers']}L, d={args.model_d}, "
+            f"B={args.model_batch} L={args.model_len}",
+            "tok/s",
+            tok / times["jrt"],
+            tok / times["based"],
+            times["based"] / times["jrt"],
+        )
+    )
+    return rows, "whole-model row: peer = causal Based LM of the same preset (not softmax attention)"
+
+
+def fmt(x):
+    if x is None:
+        return "-"
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lengths", default="256,512,1024,2048,4096,8192,16384,32768")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--d-model", type=int, default=128)
+    parser.add_argument("--heads", type=int, default=2)
+    parser.add_argument("--feature-dim", type=int, default=16, help="f, the q/k feature dim (paper: 16)")
+    parser.add_argument("--encoder-len", type=int, default=1024, help="M, the prefix length (paper: 1024)")
+    parser.add_argument("--chunk-size", type=int, default=64)
+    parser.add_argument("--peer-max-len", type=int, default=16384, help="longest L for softmax attention")
+    parser.add_argument("--peer-max-gb", type=float, default=2.5, help="skip the peer above this logits size")
+    parser.add_argument("--decode-tokens", type=int, default=4096)
+    parser.add_argument("--decode-block", type=int, default=1024)
+    parser.add_argument("--model-d", type=int, default=128, help="d_model of the whole-model train step")
+    parser.add_argument("--model-batch", type=int, default=4)
+    parser.add_argument("--model-len", type=int, default=512)
+    parser.add_argument("--model-vocab", type=int, default=2048)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: prefill,decode,model")
+    args = parser.parse_args(argv)
+    args.lengths = [int(s) for s in args.lengths.split(",")]
+    if args.d_model % args.heads:
+        parser.error(f"--d-model {args.d_model} must be divisible by --heads {args.heads}")
+    args.head_dim = args.d_model // args.heads
+    skip = set(filter(None, args.skip.split(",")))
+    dtype = jnp.dtype(args.dtype)
+
+    w = layer_weights(jax.random.key(0), args.d_model, args.heads, args.feature_dim, args.head_dim, dtype)
+    rows, notes = [], []
+    if "prefill" not in skip:
+        r, crossover = prefill_rows(args, w, dtype)
+        rows += r
+        notes.append(f"prefill crossover (PLA faster than softmax attention): {crossover}")
+    if "decode" not in skip:
+        rows += decode_rows(args, w, dtype)
+    if "model" not in skip:
+        r, note = model_rows(args, dtype)
+        rows += r
+        notes.append(note)
+
+    devices = jax.devices()
+    print(
+        f"\nJRT throughput on {devices[0].platform}: {devices} ({os.cpu_count()} host CPUs), {args.dtype}, "
+        f"d_model={args.d_model}, heads={args.heads}, head_dim={args.head_dim}, f={args.feature_dim}, "
+        f"prefix M={args.encoder_len}, chunk={args.chunk_size}; peer = jax.nn.dot_product_attention"
+    )
+    header = ("workload", "unit", "ours (JRT)", "peer (softmax)", "ratio")
+    width = max(len(header[0]), *(len(r[0]) for r in rows))
+    line = f"| {header[0]:<{width}} | {header[1]:<9} | {header[2]:>14} | {header[3]:>14} | {header[4]:>7} |"
+    print(line)
+    print("|" + "-" * (width + 2) + "|" + "-" * 11 + "|" + "-" * 16 + "|" + "-" * 16 + "|" + "-" * 9 + "|")
+    for name, unit, ours, peer, ratio in rows:
+        r = "-" if ratio is None else f"{ratio:.2f}x"
+        print(f"| {name:<{width}} | {unit:<9} | {fmt(ours):>14} | {fmt(peer):>14} | {r:>7} |")
+    print("ratio = peer time / our time (higher: JRT faster; for memory, peer bytes / our bytes)")
+    for note in notes:
+        print(note)
+    assert all(math.isfinite(r[2]) for r in rows)
+
+
+if __name__ == "__main__":
+    main()
