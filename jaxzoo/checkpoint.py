@@ -48,7 +48,9 @@ def load_config(directory: str | pathlib.Path) -> dict:
     """Read the JSON config saved next to checkpoints in ``directory``."""
     path = pathlib.Path(directory) / CONFIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no {CONFIG_FILE} in {directory}: expected a directory written by save_config")
+        raise FileNotFoundError(
+            f"no {CONFIG_FILE} in {directory}: expected a directory written by save_config"
+        )
     return json.loads(path.read_text())
 
 
@@ -74,8 +76,12 @@ class Checkpointer:
         if keep < 1:
             raise ValueError(f"keep must be at least 1 checkpoint; got {keep}")
         self.directory = pathlib.Path(directory).absolute()
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, enable_async_checkpointing=async_save, create=True
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
+        )
 
     def save(self, step: int, state: Any, *, config: Any = None) -> None:
         """Save ``state`` as ``step`` (asynchronously when enabled); also write ``config.json`` if given."""
@@ -101,9 +107,12 @@ class Checkpointer:
             if step is None:
                 raise FileNotFoundError(f"no checkpoint found in {self.directory}")
         elif step not in self.all_steps():
-            raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}; saved: {self.all_steps()}")
+            raise FileNotFoundError(
+                f"no checkpoint for step {step} in {self.directory}; saved: {self.all_steps()}"
+            )
         target_dict = serialization.to_state_dict(target)
-        saved = _flat_shapes(self._manager.item_metadata(step))
+        metadata = self._manager.item_metadata(step)
+        saved = _flat_shapes(getattr(metadata, "tree", metadata))
         wanted = _flat_shapes(target_dict)
         for key in sorted(set(saved) | set(wanted)):
             if key not in saved:

@@ -83,6 +83,19 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def rules_for_mesh(rules: Rules, mesh: Mesh) -> Rules:
+    """``rules`` with mesh axes that ``mesh`` lacks mapped to ``None`` (replicated), so one rule table
+    serves a data-only mesh as well as a (data, model) one."""
+
+    def keep(axes):
+        if axes is None:
+            return None
+        kept = tuple(a for a in ((axes,) if isinstance(axes, str) else axes) if a in mesh.shape)
+        return None if not kept else kept[0] if len(kept) == 1 else kept
+
+    return tuple((name, keep(axes)) for name, axes in rules)
+
+
 def logical_shardings(tree: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Any:
     """NamedShardings for a tree of (possibly abstract) variables boxed in ``nn.LogicallyPartitioned``.
 
@@ -90,7 +103,7 @@ def logical_shardings(tree: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> An
     by the size of the mesh axes it is mapped to.
     """
     specs = nn.get_partition_spec(tree)
-    shardings = nn.logical_to_mesh_sharding(specs, mesh, rules)
+    shardings = nn.logical_to_mesh_sharding(specs, mesh, rules_for_mesh(rules, mesh))
     unboxed = nn.meta.unbox(tree)
     flat_x, _ = jax.tree_util.tree_flatten_with_path(unboxed)
     flat_s = jax.tree_util.tree_leaves(shardings, is_leaf=lambda s: isinstance(s, NamedSharding))
@@ -128,6 +141,8 @@ def init_sharded(
     the matching tree of ``NamedSharding``.
     """
 
+    rules = rules_for_mesh(rules, mesh)
+
     def init(rngs, *args):
         with nn.logical_axis_rules(rules):
             return module.init(rngs, *args, method=method, **kwargs)
@@ -142,7 +157,9 @@ def init_sharded(
 def batch_sharding(mesh: Mesh, ndim: int, axis: str = "data") -> NamedSharding:
     """Sharding of an ``ndim``-dimensional array split along its leading dimension over ``axis``."""
     if axis not in mesh.shape:
-        raise ValueError(f"mesh has axes {tuple(mesh.shape)}; there is no axis {axis!r} to shard the batch over")
+        raise ValueError(
+            f"mesh has axes {tuple(mesh.shape)}; there is no axis {axis!r} to shard the batch over"
+        )
     return NamedSharding(mesh, PartitionSpec(axis, *([None] * (ndim - 1))))
 
 
@@ -154,7 +171,9 @@ def shard_batch(batch: Any, mesh: Mesh, axis: str = "data") -> Any:
     """
     size = mesh.shape[axis] if axis in mesh.shape else None
     if size is None:
-        raise ValueError(f"mesh has axes {tuple(mesh.shape)}; there is no axis {axis!r} to shard the batch over")
+        raise ValueError(
+            f"mesh has axes {tuple(mesh.shape)}; there is no axis {axis!r} to shard the batch over"
+        )
 
     def place(path, x):
         x = np.asarray(x) if not isinstance(x, jax.Array) else x

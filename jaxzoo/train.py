@@ -81,6 +81,7 @@ def make_train_step(
     def step(state: TrainState, batch: Any, rng: jax.Array) -> tuple[TrainState, dict]:
         rng = jax.random.fold_in(rng, state.step)
         if has_extra:
+
             def inner(p):
                 return loss_fn(p, state.extra, batch, rng)
 
@@ -94,14 +95,16 @@ def make_train_step(
         params = optax.apply_updates(state.params, updates)
         if post_update is not None:
             params = post_update(params)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **metrics}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state, extra=extra), metrics
 
     donate_argnums = (0,) if donate else ()
     if mesh is None:
         return jax.jit(step, donate_argnums=donate_argnums)
 
-    data_sharding = batch_sharding if batch_sharding is not None else NamedSharding(mesh, PartitionSpec("data"))
+    data_sharding = (
+        batch_sharding if batch_sharding is not None else NamedSharding(mesh, PartitionSpec("data"))
+    )
     compiled: dict[str, Any] = {}
 
     def sharded_step(state: TrainState, batch: Any, rng: jax.Array) -> tuple[TrainState, dict]:
@@ -130,7 +133,9 @@ def _batches(batches: Callable[[int], Any] | Iterable[Any], start: int) -> Calla
         try:
             return next(iterator)
         except StopIteration:
-            raise ValueError(f"the batch iterable ran out at step {_step}; give more batches or fewer steps") from None
+            raise ValueError(
+                f"the batch iterable ran out at step {_step}; give more batches or fewer steps"
+            ) from None
 
     return next_batch
 
@@ -203,7 +208,7 @@ def fit(
         if done % log_every == 0 or done == num_steps:
             record = {"step": done, **_scalars(metrics)}
             bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "step"}, refresh=False)
-        if eval_fn is not None and eval_every and (done % eval_every == 0 or done == num_steps):
+        if eval_fn is not None and eval_every and done % eval_every == 0:
             record = record or {"step": done}
             record.update({f"eval_{k}": v for k, v in _scalars(eval_fn(state)).items()})
         if record is not None:

@@ -1,0 +1,278 @@
+"""The shared runtime: sharded step == unsharded step, checkpoints, resume, and its errors."""
+
+import dataclasses
+import json
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxzoo
+from jaxzoo import sharding as zs
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPConfig:
+    d_in: int = 8  # input features
+    d_hidden: int = 16  # hidden width, sharded over "model"
+    d_out: int = 4  # outputs
+
+
+class MLP(nn.Module):
+    cfg: MLPConfig
+
+    @nn.compact
+    def __call__(self, x):  # [B, d_in] -> [B, d_out]
+        init = nn.initializers.lecun_normal()
+        w1 = self.param(
+            "w1", nn.with_logical_partitioning(init, ("embed", "mlp")), (self.cfg.d_in, self.cfg.d_hidden)
+        )
+        b1 = self.param(
+            "b1", nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)), (self.cfg.d_hidden,)
+        )
+        w2 = self.param(
+            "w2", nn.with_logical_partitioning(init, ("mlp", "embed")), (self.cfg.d_hidden, self.cfg.d_out)
+        )
+        h = jnp.tanh(jnp.einsum("bi,ih->bh", x, w1) + b1)
+        return jnp.einsum("bh,ho->bo", h, w2)
+
+
+CFG = MLPConfig()
+MODEL = MLP(CFG)
+TX = optax.adam(1e-2)
+
+
+def loss_fn(params, batch, rng):
+    pred = MODEL.apply({"params": params}, batch["x"])
+    noise = 1e-3 * jax.random.normal(rng, pred.shape)  # uses the per-step rng, so folding matters
+    loss = jnp.mean((pred + noise - batch["y"]) ** 2)
+    return loss, {"mae": jnp.mean(jnp.abs(pred - batch["y"]))}
+
+
+def make_batch(step, size=16):
+    rng = np.random.default_rng(step)
+    x = rng.normal(size=(size, CFG.d_in)).astype(np.float32)
+    return {"x": x, "y": np.sin(x[:, : CFG.d_out]).astype(np.float32)}
+
+
+def unsharded_state():
+    params = MODEL.init(jax.random.key(0), jnp.zeros((1, CFG.d_in)))["params"]
+    return jaxzoo.TrainState.create(nn.meta.unbox(params), TX)
+
+
+def sharded_state(mesh):
+    variables, _ = jaxzoo.init_sharded(MODEL, jax.random.key(0), jnp.zeros((1, CFG.d_in)), mesh=mesh)
+    return jax.jit(lambda p: jaxzoo.TrainState.create(p, TX))(variables["params"])
+
+
+def test_sharded_step_equals_single_device():
+    assert jax.device_count() == 8
+    mesh = jaxzoo.make_mesh({"data": 4, "model": 2})
+    state_s = sharded_state(mesh)
+    assert state_s.params["w1"].sharding.spec == jax.sharding.PartitionSpec(None, "model")
+    assert len(state_s.params["w1"].addressable_shards) == 8
+    state_u = unsharded_state()
+    step_s = jaxzoo.make_train_step(loss_fn, TX, mesh=mesh)
+    step_u = jaxzoo.make_train_step(loss_fn, TX)
+    rng = jax.random.key(1)
+    for i in range(5):
+        batch = make_batch(i)
+        state_s, m_s = step_s(state_s, jaxzoo.shard_batch(batch, mesh), rng)
+        state_u, m_u = step_u(state_u, batch, rng)
+        np.testing.assert_allclose(m_s["loss"], m_u["loss"], rtol=1e-6, atol=1e-6)
+    assert state_s.params["w1"].sharding.spec == jax.sharding.PartitionSpec(None, "model")
+    for a, b in zip(jax.tree.leaves(state_s.params), jax.tree.leaves(state_u.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+    assert int(state_s.step) == 5
+
+
+def test_make_mesh_fills_remaining_devices_with_auto_axes():
+    mesh = jaxzoo.make_mesh({"data": -1, "model": 2})
+    assert dict(mesh.shape) == {"data": 4, "model": 2}
+    assert all(t == jax.sharding.AxisType.Auto for t in mesh.axis_types)
+
+
+def test_extend_rules_overrides_and_adds():
+    rules = jaxzoo.extend_rules(("mlp", None), ("d_sae", "model"))
+    assert dict(rules)["mlp"] is None and dict(rules)["d_sae"] == "model" and dict(rules)["batch"] == "data"
+
+
+def test_checkpoint_round_trip_keeps_values_and_sharding(tmp_path):
+    mesh = jaxzoo.make_mesh({"data": 4, "model": 2})
+    state = sharded_state(mesh)
+    with jaxzoo.Checkpointer(tmp_path / "ckpt", keep=2) as ckpt:
+        for s in (1, 2, 3):
+            ckpt.save(s, state.replace(step=jnp.asarray(s, jnp.int32)), config=CFG)
+        ckpt.wait()
+        assert ckpt.all_steps() == [2, 3]  # keep=2
+        target = jax.tree.map(jnp.zeros_like, state)
+        restored = ckpt.restore(target)
+    assert int(restored.step) == 3
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state.replace(step=jnp.asarray(3)))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert restored.params["w1"].sharding.spec == jax.sharding.PartitionSpec(None, "model")
+    assert jaxzoo.load_config(tmp_path / "ckpt") == dataclasses.asdict(CFG)
+
+
+def test_fit_resume_continues_where_it_stopped(tmp_path):
+    rng = jax.random.key(3)
+    step = jaxzoo.make_train_step(loss_fn, TX)
+
+    def evaluate(state):
+        return {"loss": loss_fn(state.params, make_batch(999), jax.random.key(0))[0]}
+
+    common = dict(rng=rng, eval_fn=evaluate, eval_every=4, checkpoint_every=3, config=CFG, progress=False)
+    full, hist_full = jaxzoo.fit(
+        unsharded_state(), step, make_batch, num_steps=10, workdir=tmp_path / "a", **common
+    )
+    part, hist_part = jaxzoo.fit(
+        unsharded_state(), step, make_batch, num_steps=7, workdir=tmp_path / "b", **common
+    )
+    assert int(part.step) == 7 and len(hist_part) == 7
+    resumed, hist_resumed = jaxzoo.fit(
+        unsharded_state(), step, make_batch, num_steps=10, workdir=tmp_path / "b", **common
+    )
+    assert int(resumed.step) == 10
+    assert hist_resumed == hist_full
+    assert jaxzoo.read_metrics(tmp_path / "b" / "metrics.jsonl") == hist_full
+    assert [r["step"] for r in hist_full] == list(range(1, 11))
+    assert "eval_loss" in hist_full[3] and "eval_loss" not in hist_full[2]
+    for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["d_hidden"] == CFG.d_hidden
+
+
+def test_fit_resumes_from_a_mid_run_checkpoint_with_an_iterable(tmp_path):
+    """Interrupted after step 6's checkpoint (steps 7.. lost): the rerun replays from step 6."""
+    rng = jax.random.key(4)
+    step = jaxzoo.make_train_step(loss_fn, TX)
+    full, hist_full = jaxzoo.fit(
+        unsharded_state(), step, (make_batch(i) for i in range(8)), num_steps=8, rng=rng, progress=False
+    )
+    part, _ = jaxzoo.fit(
+        unsharded_state(),
+        step,
+        make_batch,
+        num_steps=6,
+        rng=rng,
+        workdir=tmp_path,
+        checkpoint_every=3,
+        progress=False,
+    )
+    with (tmp_path / "metrics.jsonl").open("a") as f:  # a step logged after the last checkpoint
+        f.write(json.dumps({"step": 7, "loss": -1.0}) + "\n")
+    resumed, hist = jaxzoo.fit(
+        unsharded_state(),
+        step,
+        (make_batch(i) for i in range(8)),
+        num_steps=8,
+        rng=rng,
+        workdir=tmp_path,
+        checkpoint_every=3,
+        progress=False,
+    )
+    assert hist == hist_full
+    np.testing.assert_array_equal(np.asarray(resumed.params["w2"]), np.asarray(full.params["w2"]))
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_mesh_larger_than_device_count():
+    with pytest.raises(ValueError, match="needs 16 devices; only 8 are available"):
+        jaxzoo.make_mesh({"data": 8, "model": 2})
+
+
+def test_mesh_remaining_not_divisible():
+    with pytest.raises(ValueError, match="divisible by 3"):
+        jaxzoo.make_mesh({"data": -1, "model": 3})
+
+
+def test_mesh_two_wildcards_and_bad_sizes():
+    with pytest.raises(ValueError, match="at most one mesh axis may be -1"):
+        jaxzoo.make_mesh({"data": -1, "model": -1})
+    with pytest.raises(ValueError, match="positive or -1"):
+        jaxzoo.make_mesh({"data": 0})
+    with pytest.raises(ValueError, match="at least one axis"):
+        jaxzoo.make_mesh({})
+
+
+def test_parameter_not_divisible_by_mesh_axis():
+    mesh = jaxzoo.make_mesh({"data": 1, "model": 8})
+    odd = MLP(MLPConfig(d_hidden=12))
+    with pytest.raises(
+        ValueError,
+        match=r"\['b1'\]: dimension 0 of shape \(12,\) is not divisible by mesh axes \('model',\) of total size 8",
+    ):
+        jaxzoo.init_sharded(odd, jax.random.key(0), jnp.zeros((1, 8)), mesh=mesh)
+
+
+def test_batch_not_divisible_by_data_axis():
+    mesh = jaxzoo.make_mesh({"data": 4, "model": 2})
+    with pytest.raises(ValueError, match=r"\['x'\] has leading dimension 6, which is not divisible by the 4"):
+        jaxzoo.shard_batch({"x": np.zeros((6, 8))}, mesh)
+    with pytest.raises(ValueError, match="no axis 'batch'"):
+        jaxzoo.shard_batch({"x": np.zeros((8, 8))}, mesh, axis="batch")
+
+
+def test_bad_rule():
+    with pytest.raises(ValueError, match="pair"):
+        jaxzoo.extend_rules(("mlp",))
+
+
+def test_restore_missing_checkpoint(tmp_path):
+    ckpt = jaxzoo.Checkpointer(tmp_path / "none")
+    with pytest.raises(FileNotFoundError, match="no checkpoint found"):
+        ckpt.restore(unsharded_state())
+    ckpt.save(1, unsharded_state())
+    with pytest.raises(FileNotFoundError, match="no checkpoint for step 5"):
+        ckpt.restore(unsharded_state(), step=5)
+    ckpt.close()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        jaxzoo.load_config(tmp_path / "none")
+
+
+def test_restore_into_mismatched_tree_names_the_key(tmp_path):
+    with jaxzoo.Checkpointer(tmp_path, async_save=False) as ckpt:
+        ckpt.save(1, {"params": {"w": np.zeros((3, 4), np.float32), "b": np.zeros(4, np.float32)}})
+        with pytest.raises(
+            ValueError, match=r"key 'params/w' has shape \(3, 4\), the target expects \(3, 5\)"
+        ):
+            ckpt.restore({"params": {"w": np.zeros((3, 5), np.float32), "b": np.zeros(4, np.float32)}})
+        with pytest.raises(ValueError, match="has no key 'params/c'"):
+            ckpt.restore(
+                {
+                    "params": {
+                        "w": np.zeros((3, 4), np.float32),
+                        "b": np.zeros(4, np.float32),
+                        "c": np.zeros(1, np.float32),
+                    }
+                }
+            )
+        with pytest.raises(ValueError, match="has key 'params/b' that the target does not have"):
+            ckpt.restore({"params": {"w": np.zeros((3, 4), np.float32)}})
+
+
+def test_fit_argument_errors():
+    step = jaxzoo.make_train_step(loss_fn, TX)
+    with pytest.raises(ValueError, match="num_steps"):
+        jaxzoo.fit(unsharded_state(), step, make_batch, num_steps=-1, rng=jax.random.key(0))
+    with pytest.raises(ValueError, match="ran out at step 2"):
+        jaxzoo.fit(
+            unsharded_state(),
+            step,
+            [make_batch(0), make_batch(1)],
+            num_steps=4,
+            rng=jax.random.key(0),
+            progress=False,
+        )
+
+
+def test_logical_shardings_replicate_unnamed_leaves():
+    mesh = jaxzoo.make_mesh({"data": 8})
+    abstract = jax.eval_shape(MODEL.init, jax.random.key(0), jnp.zeros((1, CFG.d_in)))
+    shardings = zs.logical_shardings(abstract, mesh)
+    assert shardings["params"]["w1"].spec == jax.sharding.PartitionSpec(None, None)
