@@ -1,0 +1,131 @@
+"""Training losses of the five architectures, as pure functions of (params, x, dead latents, coefficient).
+
+All take activations x [B, d_in] (already scaled) and return ``(loss, aux)`` where ``aux`` holds the terms,
+the reconstruction ``x_hat``, which latents ``fired`` in the batch [d_sae] and ``l0``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from sae import ops
+from sae.config import SAEConfig
+
+
+def _centre(params, x, cfg: SAEConfig):
+    return x - params["b_dec"] if cfg.apply_b_dec_to_input else x
+
+
+def _dense_stats(f):
+    active = f != 0
+    return {"fired": jnp.any(active, axis=0), "l0": jnp.mean(jnp.sum(active, axis=-1))}
+
+
+def relu_loss(params, x, dead, l1: float, cfg: SAEConfig):
+    """MSE + l1 * mean_b sum_i |f_i| (* ||W_dec,i|| when ``cfg.l1_decoder_norm``), f = ReLU(z)."""
+    f = jax.nn.relu(ops.pre_activation(_centre(params, x, cfg), params["W_enc"], params["b_enc"]))
+    x_hat = ops.decode(f, params["W_dec"], params["b_dec"])
+    mse = ops.mse(x, x_hat)
+    sparsity = ops.l1_penalty(f, params["W_dec"] if cfg.l1_decoder_norm else None)
+    return mse + l1 * sparsity, {"mse": mse, "l1": sparsity, "x_hat": x_hat, **_dense_stats(f)}
+
+
+def gated_loss(params, x, dead, l1: float, cfg: SAEConfig):
+    """Gated SAE, paper-faithful (Rajamanoharan et al. 2024, eq. 8; dictionary_learning):
+
+    L = ||x - x_hat||^2 + l1 ||ReLU(pi_gate)||_1 + ||x - (ReLU(pi_gate) sg(W_dec) + sg(b_dec))||^2,
+    each term summed over d_in / d_sae and averaged over tokens. With an unconstrained decoder the L1 term
+    is weighted by sg(||W_dec,i||), frozen like the aux term (mixing frozen and unfrozen is worse: Rajamanoharan).
+    """
+    pi_gate, pi_mag = ops.gated_pre_activations(
+        _centre(params, x, cfg), params["W_enc"], params["b_gate"], params["r_mag"], params["b_mag"]
+    )
+    f = ops.gated_activation(pi_gate, pi_mag)
+    x_hat = ops.decode(f, params["W_dec"], params["b_dec"])
+    mse = ops.mse(x, x_hat)
+    gate = jax.nn.relu(pi_gate)
+    W_dec_sg, b_dec_sg = jax.lax.stop_gradient(params["W_dec"]), jax.lax.stop_gradient(params["b_dec"])
+    sparsity = ops.l1_penalty(gate, None if cfg.constrain_decoder else W_dec_sg)
+    aux = ops.mse(x, ops.decode(gate, W_dec_sg, b_dec_sg))
+    loss = mse + l1 * sparsity + aux
+    return loss, {"mse": mse, "l1": sparsity, "aux": aux, "x_hat": x_hat, **_dense_stats(f)}
+
+
+def topk_loss(params, x, dead, coefficient: float, cfg: SAEConfig):
+    """TopK (Gao et al. 2024): normalised MSE + alpha * AuxK, alpha = ``cfg.aux_coefficient`` (1/32).
+
+    Runs on the sparse code (ops.topk_encode / ops.sparse_decode): O(B k d_in) after the encoder matmul.
+    """
+    k_aux = cfg.auxk_size if cfg.aux_coefficient > 0 else 0
+    values, indices, aux_values, aux_indices = ops.topk_encode(
+        _centre(params, x, cfg), params["W_enc"], params["b_enc"], dead, cfg.k, k_aux
+    )
+    x_hat = ops.sparse_decode(values, indices, params["W_dec"], params["b_dec"])
+    nmse = ops.normalized_mse(x, x_hat)
+    loss, terms = nmse, {"nmse": nmse}
+    if k_aux:
+        e_hat = ops.sparse_decode(aux_values, aux_indices, params["W_dec"], jnp.zeros_like(params["b_dec"]))
+        aux = jnp.where(jnp.any(dead), ops.auxk_normalized(x - x_hat, e_hat), 0.0)
+        loss, terms = loss + cfg.aux_coefficient * aux, {**terms, "auxk": aux}
+    active = values > 0
+    fired = jnp.zeros(cfg.d_sae, bool).at[indices.reshape(-1)].max(active.reshape(-1))
+    l0 = jnp.mean(jnp.sum(active, axis=-1))
+    return loss, {**terms, "mse": ops.mse(x, x_hat), "x_hat": x_hat, "fired": fired, "l0": l0}
+
+
+def batchtopk_loss(params, x, dead, coefficient: float, cfg: SAEConfig):
+    """BatchTopK (Bussmann et al. 2024): keep the top k*B of ReLU(z) over the batch; normalised MSE + AuxK.
+
+    Also returns ``min_positive``, the smallest kept activation, for the inference-threshold EMA.
+    """
+    z = ops.pre_activation(_centre(params, x, cfg), params["W_enc"], params["b_enc"])
+    f = ops.batch_topk_activation(z, cfg.k)
+    x_hat = ops.decode(f, params["W_dec"], params["b_dec"])
+    nmse = ops.normalized_mse(x, x_hat)
+    loss, terms = nmse, {"nmse": nmse}
+    if cfg.aux_coefficient > 0:
+        aux = ops.auxk_loss(x - x_hat, z, dead, params["W_dec"], cfg.auxk_size)
+        loss, terms = loss + cfg.aux_coefficient * aux, {**terms, "auxk": aux}
+    min_positive = jnp.min(jnp.where(f > 0, f, jnp.inf))
+    return loss, {
+        **terms,
+        "mse": ops.mse(x, x_hat),
+        "x_hat": x_hat,
+        "min_positive": min_positive,
+        **_dense_stats(f),
+    }
+
+
+def jumprelu_loss(params, x, dead, l0: float, cfg: SAEConfig):
+    """JumpReLU (Rajamanoharan et al. 2024b): MSE + l0 * mean_b sum_i H(z_i - theta_i), with the
+    rectangle-kernel straight-through estimator for theta (ops.jumprelu / ops.step)."""
+    z = ops.pre_activation(_centre(params, x, cfg), params["W_enc"], params["b_enc"])
+    theta, eps = params["threshold"], cfg.jumprelu_bandwidth
+    f = ops.jumprelu(z, theta, eps)
+    x_hat = ops.decode(f, params["W_dec"], params["b_dec"])
+    mse = ops.mse(x, x_hat)
+    sparsity = jnp.mean(jnp.sum(ops.step(z, theta, eps), axis=-1))
+    return mse + l0 * sparsity, {"mse": mse, "l0_penalty": sparsity, "x_hat": x_hat, **_dense_stats(f)}
+
+
+LOSSES = {
+    "relu": relu_loss,
+    "gated": gated_loss,
+    "topk": topk_loss,
+    "batchtopk": batchtopk_loss,
+    "jumprelu": jumprelu_loss,
+}
+
+
+def sparsity_coefficient(cfg: SAEConfig, step):
+    """lambda(step): the L1 (relu, gated) or L0 (jumprelu) coefficient with its linear warm-up."""
+    lam = cfg.l0_coefficient if cfg.architecture == "jumprelu" else cfg.l1_coefficient
+    if cfg.l1_warmup_steps <= 0:
+        return jnp.asarray(lam, jnp.float32)
+    return lam * jnp.minimum(1.0, (step + 1) / cfg.l1_warmup_steps)
+
+
+def sae_loss(params, x, dead, coefficient, cfg: SAEConfig):
+    """The architecture's loss: (loss, aux)."""
+    return LOSSES[cfg.architecture](params, x, dead, coefficient, cfg)

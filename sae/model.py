@@ -1,0 +1,147 @@
+"""The SAE as a Linen module: parameters with logical axis names, encode / decode / __call__ calling ops.
+
+Parameter tree (all float32)::
+
+    W_enc [d_in, d_sae]   ("embed", "latent")      W_dec [d_sae, d_in]   ("latent", "embed")
+    b_enc [d_sae]         ("latent",)              b_dec [d_in]          ("embed",)
+    gated:      b_gate, r_mag, b_mag [d_sae] instead of b_enc (as SAELens)
+    jumprelu:   threshold [d_sae] (trained);  batchtopk: threshold [d_sae] (set from the training EMA)
+
+"latent" maps to the "model" mesh axis in jaxzoo's default rules, so d_sae shards across it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sae import ops
+from sae.config import SAEConfig
+
+EMBED, LATENT = "embed", "latent"
+
+
+def init_decoder(rng, cfg: SAEConfig):
+    """W_dec [d_sae, d_in]: Kaiming-uniform, rows rescaled to unit norm (constrained decoder) or to
+    ``decoder_init_norm`` (SAELens' heuristic init)."""
+    bound = math.sqrt(6.0 / cfg.d_sae)  # kaiming_uniform on the [d_sae, d_in] weight (fan_in = d_sae)
+    w = jax.random.uniform(rng, (cfg.d_sae, cfg.d_in), jnp.float32, -bound, bound)
+    norm = 1.0 if cfg.constrain_decoder else cfg.decoder_init_norm
+    return ops.normalize_rows(w) * norm
+
+
+def check_input(x, cfg: SAEConfig, name: str = "activations") -> None:
+    """Raise ValueError unless x has at least one axis and a last axis of size d_in."""
+    shape = getattr(x, "shape", None)
+    if shape is None or len(shape) < 1 or shape[-1] != cfg.d_in:
+        raise ValueError(
+            f"{name} must have shape [..., d_in={cfg.d_in}]; got shape {None if shape is None else tuple(shape)}."
+        )
+
+
+class SAE(nn.Module):
+    """Sparse autoencoder. ``encode``: x [..., d_in] -> f [..., d_sae]; ``decode``: f -> x_hat [..., d_in];
+    ``__call__``: x -> (x_hat, f). ``train=True`` only matters for BatchTopK (batch top-k instead of the
+    inference threshold; x must then be [B, d_in])."""
+
+    cfg: SAEConfig
+
+    def setup(self):
+        cfg = self.cfg
+        zeros = nn.initializers.zeros
+        self.W_dec = self.param(
+            "W_dec",
+            nn.with_logical_partitioning(lambda rng, _: init_decoder(rng, cfg), (LATENT, EMBED)),
+            None,
+        )
+        W_dec = self.W_dec
+        self.W_enc = self.param(
+            "W_enc", nn.with_logical_partitioning(lambda rng, _: jnp.asarray(W_dec).T, (EMBED, LATENT)), None
+        )
+        self.b_dec = self.param("b_dec", nn.with_logical_partitioning(zeros, (EMBED,)), (cfg.d_in,))
+        if cfg.architecture == "gated":
+            self.b_gate = self.param("b_gate", nn.with_logical_partitioning(zeros, (LATENT,)), (cfg.d_sae,))
+            self.r_mag = self.param("r_mag", nn.with_logical_partitioning(zeros, (LATENT,)), (cfg.d_sae,))
+            self.b_mag = self.param("b_mag", nn.with_logical_partitioning(zeros, (LATENT,)), (cfg.d_sae,))
+        else:
+            self.b_enc = self.param("b_enc", nn.with_logical_partitioning(zeros, (LATENT,)), (cfg.d_sae,))
+        if cfg.architecture in ("jumprelu", "batchtopk"):
+            theta0 = cfg.jumprelu_init_threshold if cfg.architecture == "jumprelu" else 0.0
+            init = lambda rng, shape: jnp.full(shape, theta0, jnp.float32)
+            self.threshold = self.param(
+                "threshold", nn.with_logical_partitioning(init, (LATENT,)), (cfg.d_sae,)
+            )
+
+    def _centre(self, x):
+        return x - self.b_dec if self.cfg.apply_b_dec_to_input else x
+
+    def pre_activation(self, x):
+        """z [..., d_sae] (for gated: pi_gate)."""
+        check_input(x, self.cfg)
+        if self.cfg.architecture == "gated":
+            return ops.gated_pre_activations(
+                self._centre(x), self.W_enc, self.b_gate, self.r_mag, self.b_mag
+            )[0]
+        return ops.pre_activation(self._centre(x), self.W_enc, self.b_enc)
+
+    def encode(self, x, train: bool = False):
+        """f [..., d_sae] for x [..., d_in]."""
+        cfg = self.cfg
+        check_input(x, cfg)
+        x = self._centre(x)
+        if cfg.architecture == "gated":
+            return ops.gated_activation(
+                *ops.gated_pre_activations(x, self.W_enc, self.b_gate, self.r_mag, self.b_mag)
+            )
+        z = ops.pre_activation(x, self.W_enc, self.b_enc)
+        if cfg.architecture == "relu":
+            return jax.nn.relu(z)
+        if cfg.architecture == "topk":
+            return ops.topk_activation(z, cfg.k)
+        if cfg.architecture == "jumprelu":
+            return ops.jumprelu(z, self.threshold, cfg.jumprelu_bandwidth)
+        if train:  # batchtopk
+            if z.ndim != 2:
+                raise ValueError(f"BatchTopK training needs activations [B, d_in]; got shape {x.shape}.")
+            return ops.batch_topk_activation(z, cfg.k)
+        return ops.threshold_activation(z, jax.lax.stop_gradient(self.threshold))
+
+    def decode(self, f):
+        """x_hat [..., d_in] for f [..., d_sae]."""
+        if f.ndim < 1 or f.shape[-1] != self.cfg.d_sae:
+            raise ValueError(
+                f"latents must have shape [..., d_sae={self.cfg.d_sae}]; got shape {tuple(f.shape)}."
+            )
+        return ops.decode(f, self.W_dec, self.b_dec)
+
+    def __call__(self, x, train: bool = False):
+        f = self.encode(x, train=train)
+        return self.decode(f), f
+
+
+def init_params(cfg: SAEConfig, rng, *, mesh=None, rules=None):
+    """Fresh SAE parameters (plain arrays), sharded on ``mesh`` when given. Returns (params, shardings)."""
+    import jaxzoo
+
+    module = SAE(cfg)
+    x = jnp.zeros((1, cfg.d_in), jnp.float32)
+    if mesh is None:
+        return nn.meta.unbox(module.init(rng, x)["params"]), None
+    rules = jaxzoo.DEFAULT_RULES if rules is None else rules
+    variables, shardings = jaxzoo.init_sharded(module, rng, x, mesh=mesh, rules=rules)
+    return variables["params"], shardings["params"]
+
+
+def apply(cfg: SAEConfig, params, x, method: str = "__call__", **kwargs):
+    """Run a method of SAE(cfg) with ``params``: ``apply(cfg, params, x, "encode")``."""
+    module = SAE(cfg)
+    fn = module.__call__ if method == "__call__" else getattr(SAE, method)
+    return module.apply({"params": params}, x, method=fn, **kwargs)
+
+
+def decoder_directions(params):
+    """Unit-norm feature directions: the rows of W_dec normalised, [d_sae, d_in]."""
+    return ops.normalize_rows(jnp.asarray(params["W_dec"]))

@@ -1,0 +1,339 @@
+"""Training: optimiser, pure loss/step for jaxzoo.train, dead-latent tracking, normalisation folding.
+
+``train(cfg, activations, steps=..., batch_size=...)`` -> (params, history). The step is
+``jaxzoo.make_train_step`` with:
+  - the loss of ``sae.losses`` on x * scale (scale = sqrt(d_in) / mean ||x||, kept in ``state.extra``),
+  - an optax chain [project W_dec gradients off the decoder rows] -> clip -> Adam(warm-up, decay),
+    wrapped in ``optax.apply_if_finite`` so a batch with NaN/inf never moves the weights,
+  - ``post_update``: W_dec rows back to unit norm (where the architecture calls for it), JumpReLU theta >= 0,
+and ``state.extra`` carrying: tokens since each latent last fired (dead latents for AuxK and resampling),
+the BatchTopK threshold EMA, the count of skipped (non-finite) batches, and the step for the L1 warm-up.
+Checkpoints and resume come from ``jaxzoo.fit`` (``workdir=...``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import jaxzoo
+from sae import losses, ops
+from sae.config import SAEConfig
+from sae.model import init_params
+
+
+def lr_schedule(cfg: SAEConfig, steps: int, learning_rate: float | None = None):
+    """Linear warm-up over ``cfg.lr_warmup_steps``, constant, then linear decay to 0 over the last
+    ``cfg.lr_decay_fraction`` of ``steps`` (SAELens' recipe)."""
+    lr = cfg.lr if learning_rate is None else learning_rate
+    warm = max(cfg.lr_warmup_steps, 0)
+    decay_steps = int(round(cfg.lr_decay_fraction * steps))
+    decay_start = steps - decay_steps
+
+    def schedule(count):
+        count = jnp.asarray(count, jnp.float32)
+        up = jnp.minimum(1.0, (count + 1) / warm) if warm else 1.0
+        down = jnp.clip((steps - count) / decay_steps, 0.0, 1.0) if decay_steps else 1.0
+        return lr * up * jnp.where(count < decay_start, 1.0, down)
+
+    return schedule
+
+
+def project_decoder_gradient() -> optax.GradientTransformation:
+    """Remove from each row of the W_dec gradient its component along that decoder row (OpenAI, DL's
+    ConstrainedAdam), so a unit-norm decoder only rotates."""
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("project_decoder_gradient needs params: call tx.update(grads, state, params).")
+        updates = dict(updates)
+        updates["W_dec"] = ops.project_out_parallel(updates["W_dec"], params["W_dec"])
+        return updates, state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def make_optimizer(
+    cfg: SAEConfig, steps: int, learning_rate: float | None = None
+) -> optax.GradientTransformation:
+    parts = []
+    if cfg.constrain_decoder:
+        parts.append(project_decoder_gradient())
+    if cfg.grad_clip > 0:
+        parts.append(optax.clip_by_global_norm(cfg.grad_clip))
+    parts.append(
+        optax.adam(lr_schedule(cfg, steps, learning_rate), b1=cfg.adam_b1, b2=cfg.adam_b2, eps=cfg.adam_eps)
+    )
+    return optax.apply_if_finite(optax.chain(*parts), max_consecutive_errors=2**30)
+
+
+def post_update(cfg: SAEConfig):
+    """params -> params after each optimiser update: unit-norm decoder rows, non-negative JumpReLU theta."""
+
+    def fn(params):
+        params = dict(params)
+        if cfg.constrain_decoder:
+            params["W_dec"] = ops.normalize_rows(params["W_dec"])
+        if cfg.architecture == "jumprelu":
+            params["threshold"] = jnp.maximum(params["threshold"], 0.0)
+        return params
+
+    return fn
+
+
+def initial_extra(cfg: SAEConfig, scale: float = 1.0) -> dict:
+    return {
+        "scale": jnp.asarray(scale, jnp.float32),  # input normalisation factor s
+        "tokens_since_fired": jnp.zeros(cfg.d_sae, jnp.int32),  # saturates at cfg.dead_tokens
+        "threshold": jnp.zeros((), jnp.float32),  # BatchTopK inference threshold (EMA of the min kept act)
+        "skipped": jnp.zeros((), jnp.int32),  # batches skipped for NaN/inf
+        "step": jnp.zeros((), jnp.int32),
+    }
+
+
+def dead_latents(cfg: SAEConfig, extra: dict):
+    return extra["tokens_since_fired"] >= cfg.dead_tokens
+
+
+def make_loss_fn(cfg: SAEConfig):
+    """``loss_fn(params, extra, batch, rng) -> (loss, (metrics, new_extra))`` for jaxzoo.make_train_step."""
+
+    def loss_fn(params, extra, batch, rng):
+        del rng
+        finite = jnp.all(jnp.isfinite(batch))
+        x = jnp.where(finite, batch, 0.0).astype(jnp.float32) * extra["scale"]
+        dead = dead_latents(cfg, extra)
+        coefficient = losses.sparsity_coefficient(cfg, extra["step"])
+        loss, aux = losses.sae_loss(params, x, dead, coefficient, cfg)
+        # a non-finite batch makes every gradient NaN, which optax.apply_if_finite skips
+        loss = loss * jnp.where(finite, 1.0, jnp.nan)
+        since = jnp.where(
+            aux["fired"], 0, jnp.minimum(extra["tokens_since_fired"] + x.shape[0], cfg.dead_tokens)
+        )
+        threshold = extra["threshold"]
+        if cfg.architecture == "batchtopk":
+            d, m = cfg.batchtopk_threshold_decay, aux["min_positive"]
+            m = jnp.where(jnp.isfinite(m), m, threshold)
+            threshold = jnp.where(extra["threshold"] > 0, d * threshold + (1 - d) * m, m)
+        new_extra = {
+            "scale": extra["scale"],
+            "tokens_since_fired": jnp.where(finite, since, extra["tokens_since_fired"]),
+            "threshold": jnp.where(finite, threshold, extra["threshold"]),
+            "skipped": extra["skipped"] + (~finite).astype(jnp.int32),
+            "step": extra["step"] + 1,
+        }
+        metrics = {k: v for k, v in aux.items() if k not in ("x_hat", "fired", "min_positive")}
+        metrics["explained_variance"] = ops.explained_variance(x, aux["x_hat"])
+        metrics["dead_fraction"] = jnp.mean(dead.astype(jnp.float32))
+        metrics["skipped"] = new_extra["skipped"]
+        if cfg.architecture == "batchtopk":
+            metrics["threshold"] = threshold
+        return loss, (metrics, new_extra)
+
+    return loss_fn
+
+
+def fold_scale(params: dict, scale, cfg: SAEConfig) -> dict:
+    """Fold the input scale s into the weights so the SAE takes raw activations: an SAE trained on s*x
+    has (s x - b_dec) W_enc = (x - b_dec/s)(s W_enc) and x_hat = (f W_dec + b_dec)/s, so
+    W_enc *= s, W_dec /= s, b_dec /= s leave the latents f (and thresholds) unchanged."""
+    scale = jnp.asarray(scale, jnp.float32)
+    out = dict(params)
+    out["W_enc"] = params["W_enc"] * scale
+    out["W_dec"] = params["W_dec"] / scale
+    out["b_dec"] = params["b_dec"] / scale
+    return out
+
+
+# --- data -----------------------------------------------------------------------------------------------
+
+
+class _Batches:
+    """step -> batch for an in-memory [N, d_in] array: a fresh permutation each epoch, seeded by
+    (seed, epoch), so a resumed run sees the same batches."""
+
+    def __init__(self, data: np.ndarray, batch_size: int, seed: int):
+        if data.shape[0] < batch_size:
+            raise ValueError(f"need at least batch_size={batch_size} activations; got {data.shape[0]}.")
+        self.data, self.batch_size, self.seed = data, batch_size, seed
+        self.per_epoch = data.shape[0] // batch_size
+        self._epoch, self._perm = -1, None
+
+    def __call__(self, step: int) -> np.ndarray:
+        epoch, i = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            self._epoch, self._perm = (
+                epoch,
+                np.random.default_rng((self.seed, epoch)).permutation(len(self.data)),
+            )
+        return self.data[np.sort(self._perm[i * self.batch_size : (i + 1) * self.batch_size])]
+
+
+class _Checked:
+    """Wraps a batch source: checks shapes before anything is traced, warns once about NaN/inf."""
+
+    def __init__(self, cfg: SAEConfig, batch_size: int):
+        self.cfg, self.batch_size, self.warned = cfg, batch_size, False
+
+    def __call__(self, batch) -> np.ndarray:
+        batch = np.asarray(batch, np.float32)
+        if batch.ndim != 2 or batch.shape[-1] != self.cfg.d_in:
+            raise ValueError(
+                f"activation batches must have shape [batch, d_in={self.cfg.d_in}]; got {batch.shape}."
+            )
+        if batch.shape[0] != self.batch_size:
+            raise ValueError(f"expected batches of batch_size={self.batch_size} rows; got {batch.shape[0]}.")
+        if not self.warned and not np.isfinite(batch).all():
+            warnings.warn(
+                "an activation batch contains NaN or inf; such steps are skipped (counted in metrics['skipped']).",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            self.warned = True
+        return batch
+
+
+def _init_sample(activations, cfg: SAEConfig, batch_size: int, seed: int):
+    """(sample [n, d_in] for the scale and b_dec, batch source). Iterators are read ahead and replayed."""
+    if isinstance(activations, np.ndarray | jax.Array):
+        data = np.asarray(activations, np.float32)
+        if data.ndim != 2 or data.shape[-1] != cfg.d_in:
+            raise ValueError(f"activations must have shape [N, d_in={cfg.d_in}]; got {data.shape}.")
+        rng = np.random.default_rng(seed)
+        n = min(cfg.init_samples, len(data))
+        sample = data[np.sort(rng.choice(len(data), n, replace=False))]
+        return sample, _Batches(data, batch_size, seed)
+    if not isinstance(activations, Iterable):
+        raise ValueError(
+            f"activations must be an array [N, d_in] or an iterable of batches; got {type(activations)}."
+        )
+    iterator: Iterator = iter(activations)
+    head = []
+    while sum(len(b) for b in head) < max(cfg.init_samples, 1):
+        try:
+            head.append(np.asarray(next(iterator), np.float32))
+        except StopIteration:
+            break
+    if not head:
+        raise ValueError("the activation iterator yielded no batches.")
+    for b in head:
+        if b.ndim != 2 or b.shape[-1] != cfg.d_in:
+            raise ValueError(f"activation batches must have shape [batch, d_in={cfg.d_in}]; got {b.shape}.")
+    sample = np.concatenate(head)
+    sample = sample[np.isfinite(sample).all(-1)]
+
+    def replay():
+        yield from head
+        yield from iterator
+
+    return sample, replay()
+
+
+def initial_scale_and_bias(sample: np.ndarray, cfg: SAEConfig) -> tuple[float, np.ndarray]:
+    """(s, b_dec): the normalisation factor and the decoder bias init (in scaled units) from a sample."""
+    x = jnp.asarray(sample[np.isfinite(sample).all(-1)])
+    if x.shape[0] == 0:
+        raise ValueError("no finite activations in the initialisation sample.")
+    scale = float(ops.norm_scale(x)) if cfg.normalize_activations else 1.0
+    if cfg.b_dec_init == "geometric_median":
+        b_dec = ops.geometric_median(x * scale)
+    elif cfg.b_dec_init == "mean":
+        b_dec = jnp.mean(x * scale, axis=0)
+    else:
+        b_dec = jnp.zeros(cfg.d_in)
+    return scale, np.asarray(b_dec, np.float32)
+
+
+def init_state(
+    cfg: SAEConfig, sample: np.ndarray, *, steps: int, seed: int = 0, learning_rate=None, mesh=None
+):
+    """(TrainState, optimizer, state shardings or None) ready for ``make_step``."""
+    params, shardings = init_params(cfg, jax.random.key(seed), mesh=mesh)
+    scale, b_dec = initial_scale_and_bias(sample, cfg)
+    params = dict(params)
+    params["b_dec"] = jax.device_put(b_dec, shardings["b_dec"] if shardings else None)
+    if cfg.architecture == "batchtopk":
+        params.pop("threshold")  # not trained by gradient: an EMA in extra, put back by ``train``
+    tx = make_optimizer(cfg, steps, learning_rate)
+    extra = initial_extra(cfg, scale)
+    if mesh is None:
+        return jaxzoo.TrainState.create(params, tx, extra=extra), tx
+    extra = jax.device_put(extra, jaxzoo.replicated(mesh))
+    state = jax.jit(lambda p, e: jaxzoo.TrainState.create(p, tx, extra=e))(params, extra)
+    return state, tx
+
+
+def make_step(cfg: SAEConfig, tx, *, mesh=None, donate: bool = True):
+    return jaxzoo.make_train_step(
+        make_loss_fn(cfg), tx, mesh=mesh, has_extra=True, post_update=post_update(cfg), donate=donate
+    )
+
+
+def final_params(state, cfg: SAEConfig) -> dict:
+    """The trained parameters for raw activations: scale folded in, BatchTopK threshold attached."""
+    params = dict(state.params)
+    if cfg.architecture == "batchtopk":
+        params["threshold"] = jnp.full((cfg.d_sae,), state.extra["threshold"], jnp.float32)
+    if cfg.normalize_activations:
+        params = fold_scale(params, state.extra["scale"], cfg)
+    return params
+
+
+def train(
+    cfg: SAEConfig,
+    activations: Any,
+    *,
+    steps: int,
+    batch_size: int,
+    learning_rate: float | None = None,
+    seed: int = 0,
+    mesh=None,
+    workdir=None,
+    checkpoint_every: int = 0,
+    progress: bool = True,
+    log_every: int = 1,
+) -> tuple[dict, list[dict]]:
+    """Train an SAE; returns (params for raw activations, history of per-step metrics).
+
+    Args:
+      activations: an array [N, d_in] (shuffled into batches each epoch) or an iterable of [batch_size, d_in]
+        batches (e.g. an ``ActivationStore``).
+      steps, batch_size: optimisation steps and tokens per step.
+      learning_rate: overrides ``cfg.learning_rate``.
+      mesh: a jaxzoo mesh ({"data": ..., "model": ...}): batch split over "data", d_sae over "model".
+      workdir: checkpoints every ``checkpoint_every`` steps plus metrics.jsonl; a rerun resumes there.
+    """
+    if steps < 1 or batch_size < 1:
+        raise ValueError(
+            f"steps and batch_size must be positive; got steps={steps}, batch_size={batch_size}."
+        )
+    if cfg.architecture == "batchtopk" and cfg.k * batch_size > cfg.d_sae * batch_size:
+        raise ValueError("k must be at most d_sae.")
+    sample, source = _init_sample(activations, cfg, batch_size, seed)
+    state, tx = init_state(cfg, sample, steps=steps, seed=seed, learning_rate=learning_rate, mesh=mesh)
+    step = make_step(cfg, tx, mesh=mesh)
+    check = _Checked(cfg, batch_size)
+    if callable(source):
+        batches = lambda s: check(source(s))
+    else:
+        batches = (check(b) for b in source)
+    state, history = jaxzoo.fit(
+        state,
+        step,
+        batches,
+        num_steps=steps,
+        rng=jax.random.key(seed),
+        workdir=workdir,
+        checkpoint_every=checkpoint_every,
+        config=cfg,
+        desc=f"sae/{cfg.architecture}",
+        progress=progress,
+        log_every=log_every,
+    )
+    return final_params(state, cfg), history
