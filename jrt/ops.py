@@ -1,0 +1,402 @@
+"""The maths of JRT-RNN and Based as pure array functions.
+
+Shapes: B batch, L sequence, M encoder (prefix) length, H heads, f feature (q/k) dim, dv value dim,
+F = 1 + f + f*f the Taylor feature dim, C chunk size, N number of chunks, W attention window.
+
+Linear attention (Based) and prefix linear attention (JRT's PLA) come in three forms that agree to
+float32 rounding: a quadratic reference form (`chunk_size=None`), a chunked form (quadratic inside a
+chunk, a running [F, dv] state between chunks; O(L) time and memory), and a recurrent form
+(`prefill` + `decode_step`) with a constant-size state for generation.
+
+Padding. Token masks are True for real tokens. The reference code zeroes padded keys *before* the
+feature map, but phi(0) = [1, 0, ..., 0] != 0, so padded tokens still add weight 1 and their value to
+every sum. We instead zero phi(k) itself (a weight of exactly 0), so padded tokens contribute nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "LinearAttentionState",
+    "taylor_feature_map",
+    "taylor_kernel",
+    "feature_dim",
+    "linear_attention",
+    "prefix_linear_attention",
+    "prefill",
+    "decode_step",
+    "apply_rope",
+    "sliding_window_attention",
+    "causal_depthwise_conv",
+]
+
+
+class LinearAttentionState(NamedTuple):
+    """Recurrent state of an LA/PLA layer: kv = sum phi(k_j) v_j^T [B, H, F, dv], k_sum = sum phi(k_j) [B, H, F]."""
+
+    kv: jax.Array
+    k_sum: jax.Array
+
+
+def feature_dim(f: int) -> int:
+    """Size F = 1 + f + f^2 of the Taylor feature map for head feature dim f."""
+    return 1 + f + f * f
+
+
+def taylor_feature_map(x: jax.Array) -> jax.Array:
+    """phi(x) = [1, x / f^(1/4), vec(x x^T) / (sqrt(2) sqrt(f))]: [..., f] -> [..., 1 + f + f*f].
+
+    phi(q) . phi(k) = 1 + q.k / sqrt(f) + (q.k)^2 / (2 f), the 2nd-order Taylor expansion of
+    exp(q.k / sqrt(f)). The full outer product is kept (no symmetric compression), as in the reference.
+    """
+    f = x.shape[-1]
+    ones = jnp.ones((*x.shape[:-1], 1), x.dtype)
+    x1 = x / f**0.25
+    x2 = (x[..., :, None] * x[..., None, :]).reshape(*x.shape[:-1], f * f) / math.sqrt(2.0 * f)
+    return jnp.concatenate([ones, x1, x2], axis=-1)
+
+
+def taylor_kernel(q: jax.Array, k: jax.Array) -> jax.Array:
+    """phi(q_i) . phi(k_j) without building phi: q [B, Lq, H, f], k [B, Lk, H, f] -> [B, H, Lq, Lk]."""
+    s = jnp.einsum("bqhf,bkhf->bhqk", q, k) / math.sqrt(q.shape[-1])
+    return 1.0 + s + 0.5 * s * s
+
+
+# ----------------------------------------------------------------------------------------------------
+# Input checks (run on shapes in Python, before anything is traced).
+
+
+def _check_rank(name: str, x: jax.Array, rank: int, layout: str) -> None:
+    if x.ndim != rank:
+        raise ValueError(f"{name} must have rank {rank} ({layout}), but got shape {tuple(x.shape)}.")
+
+
+def _check_qkv(q, k, v) -> None:
+    _check_rank("q", q, 4, "[B, L, H, f]")
+    _check_rank("k", k, 4, "[B, L, H, f]")
+    _check_rank("v", v, 4, "[B, L, H, dv]")
+    if q.shape != k.shape:
+        raise ValueError(f"q and k must have the same shape [B, L, H, f], but got {q.shape} and {k.shape}.")
+    if v.shape[:3] != k.shape[:3]:
+        raise ValueError(f"v must share [B, L, H] with k, but got v {tuple(v.shape)} and k {tuple(k.shape)}.")
+
+
+def _check_kv(k, v) -> None:
+    _check_rank("k", k, 4, "[B, L, H, f]")
+    _check_rank("v", v, 4, "[B, L, H, dv]")
+    if v.shape[:3] != k.shape[:3]:
+        raise ValueError(f"v must share [B, L, H] with k, but got v {tuple(v.shape)} and k {tuple(k.shape)}.")
+
+
+def _check_encoder(k, v, k_enc, v_enc) -> None:
+    _check_rank("k_enc", k_enc, 4, "[B, M, H, f]")
+    _check_rank("v_enc", v_enc, 4, "[B, M, H, dv]")
+    b, n, h, f = k.shape
+    m = k_enc.shape[1]
+    if m > n:
+        raise ValueError(
+            f"The encoder length M must be at most the sequence length L, but got M={m} > L={n}; "
+            "left-pad the prompt to at least M tokens."
+        )
+    if k_enc.shape != (b, m, h, f):
+        raise ValueError(
+            f"k_enc must have shape [B, M, H, f] = {(b, m, h, f)}, but got {tuple(k_enc.shape)}."
+        )
+    if v_enc.shape != (b, m, h, v.shape[-1]):
+        raise ValueError(
+            f"v_enc must have shape [B, M, H, dv] = {(b, m, h, v.shape[-1])}, but got {tuple(v_enc.shape)}."
+        )
+
+
+def _check_mask(name: str, mask, shape) -> None:
+    if mask is not None and tuple(mask.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape [B, L] = {tuple(shape)}, but got {tuple(mask.shape)}.")
+
+
+def _check_chunk(chunk_size) -> None:
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive int or None, but got {chunk_size!r}.")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Linear attention and prefix linear attention.
+
+
+def _key_weights(mask, b: int, n: int) -> jax.Array:
+    """Per-key weight [B, n] in float32: 1 for real tokens, 0 for padding."""
+    if mask is None:
+        return jnp.ones((b, n), jnp.float32)
+    return mask.astype(jnp.float32)
+
+
+def _quadratic(q, k, v, w, k_enc, v_enc, w_enc, eps):
+    """Reference O(L^2) form. All inputs float32; w, w_enc [B, L], [B, M] key weights."""
+    n = q.shape[1]
+    causal = jnp.tril(jnp.ones((n, n), jnp.float32))
+    a = taylor_kernel(q, k) * causal * w[:, None, None, :]  # [B, H, L, L]
+    num = jnp.einsum("bhqk,bkhd->bqhd", a, v)
+    den = jnp.einsum("bhqk->bqh", a)
+    if k_enc is not None:
+        a_enc = taylor_kernel(q, k_enc) * w_enc[:, None, None, :]  # [B, H, L, M], non-causal
+        num = num + jnp.einsum("bhqk,bkhd->bqhd", a_enc, v_enc)
+        den = den + jnp.einsum("bhqk->bqh", a_enc)
+    return num / (den[..., None] + eps)
+
+
+def _exclusive_cumsum(x):
+    """Sum over earlier chunks along axis 1: out[:, n] = sum_{n' < n} x[:, n']."""
+    return jnp.cumsum(jnp.concatenate([jnp.zeros_like(x[:, :1]), x[:, :-1]], axis=1), axis=1)
+
+
+def _chunked(q, k, v, w, state: LinearAttentionState | None, chunk_size: int, eps):
+    """Chunked O(L) form: exact kernel inside a chunk, running feature-space state across chunks.
+
+    `state` (kv [B, H, F, dv], k_sum [B, H, F]) is the state before the first token (the encoder sums
+    for PLA, None for zeros).
+    """
+    b, n, h, f = q.shape
+    dv = v.shape[-1]
+    c = chunk_size
+    pad = (-n) % c
+    if pad:  # trailing padding: later keys never reach earlier queries (causal), so no mask is needed
+        q, k, v = (jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0))) for x in (q, k, v))
+        w = jnp.pad(w, ((0, 0), (0, pad)))
+    nc = (n + pad) // c
+    qc = q.reshape(b, nc, c, h, f)
+    kc = k.reshape(b, nc, c, h, f)
+    vc = v.reshape(b, nc, c, h, dv)
+    wc = w.reshape(b, nc, c)
+
+    # Intra-chunk: the exact kernel, causal inside each chunk.
+    s = jnp.einsum("bnqhf,bnkhf->bnhqk", qc, kc) / math.sqrt(f)
+    a = (1.0 + s + 0.5 * s * s) * jnp.tril(jnp.ones((c, c), jnp.float32)) * wc[:, :, None, None, :]
+    num = jnp.einsum("bnhqk,bnkhd->bnqhd", a, vc)  # [B, N, C, H, dv]
+    den = jnp.einsum("bnhqk->bnqh", a)  # [B, N, C, H]
+
+    # Inter-chunk: state before each chunk = exclusive prefix sum of per-chunk sums (+ initial state).
+    pk = taylor_feature_map(kc) * wc[..., None, None]  # [B, N, C, H, F]
+    kv_chunk = jnp.einsum("bnkhF,bnkhd->bnhFd", pk, vc)  # [B, N, H, F, dv]
+    ks_chunk = jnp.einsum("bnkhF->bnhF", pk)  # [B, N, H, F]
+    # (shifted inclusive sums, not cumsum - x: the latter cancels catastrophically in the backward pass)
+    kv_prev = _exclusive_cumsum(kv_chunk)
+    ks_prev = _exclusive_cumsum(ks_chunk)
+    if state is not None:
+        kv_prev = kv_prev + state.kv[:, None]
+        ks_prev = ks_prev + state.k_sum[:, None]
+    pq = taylor_feature_map(qc)  # [B, N, C, H, F]
+    num = num + jnp.einsum("bnqhF,bnhFd->bnqhd", pq, kv_prev)
+    den = den + jnp.einsum("bnqhF,bnhF->bnqh", pq, ks_prev)
+    y = num / (den[..., None] + eps)
+    return y.reshape(b, nc * c, h, dv)[:, :n]
+
+
+def linear_attention(q, k, v, *, mask=None, eps: float = 1e-12, chunk_size: int | None = None):
+    """Causal Taylor linear attention (Based).
+
+    y_i = sum_{j<=i} phi(q_i).phi(k_j) v_j / (sum_{j<=i} phi(q_i).phi(k_j) + eps).
+
+    Args:
+      q, k: [B, L, H, f]; v: [B, L, H, dv].
+      mask: optional [B, L] bool, True for real tokens; padded keys get weight 0.
+      eps: added to the denominator (1e-12 as in the reference's default path).
+      chunk_size: None for the quadratic reference form, else the chunk length of the O(L) form.
+    Returns:
+      [B, L, H, dv] in v's dtype (accumulation in float32).
+    """
+    _check_qkv(q, k, v)
+    _check_mask("mask", mask, q.shape[:2])
+    _check_chunk(chunk_size)
+    return _linear_attention(q, k, v, _key_weights(mask, *q.shape[:2]), eps=eps, chunk_size=chunk_size)
+
+
+@functools.partial(jax.jit, static_argnames=("eps", "chunk_size"))
+def _linear_attention(q, k, v, w, *, eps, chunk_size):
+    out_dtype = v.dtype
+    q, k, v = (x.astype(jnp.float32) for x in (q, k, v))
+    if chunk_size is None:
+        y = _quadratic(q, k, v, w, None, None, None, eps)
+    else:
+        y = _chunked(q, k, v, w, None, chunk_size, eps)
+    return y.astype(out_dtype)
+
+
+def _encoder_state(k_enc, v_enc, w_enc) -> LinearAttentionState:
+    pk = taylor_feature_map(k_enc) * w_enc[..., None, None]  # [B, M, H, F]
+    return LinearAttentionState(
+        kv=jnp.einsum("bmhF,bmhd->bhFd", pk, v_enc), k_sum=jnp.einsum("bmhF->bhF", pk)
+    )
+
+
+def prefix_linear_attention(
+    q, k, v, k_enc, v_enc, *, mask=None, eps: float = 1e-12, chunk_size: int | None = None
+):
+    """Prefix linear attention (JRT-RNN's PLA).
+
+    num_i = sum_{j<=i} phi(q_i).phi(k_j) v_j + sum_{j<M} phi(q_i).phi(k_enc_j) v_enc_j, den_i likewise
+    (one shared denominator), y_i = num_i / (den_i + eps). The encoder term is non-causal for every
+    query i, prefix and decoder positions alike; prefix tokens also enter the causal term, through the
+    decoder projections, as in the reference.
+
+    Args:
+      q, k: [B, L, H, f]; v: [B, L, H, dv].
+      k_enc: [B, M, H, f], v_enc: [B, M, H, dv], the encoder projections of the first M <= L tokens.
+      mask: optional [B, L] bool, True for real tokens; applies to keys of both terms (mask[:, :M] to
+        the encoder keys).
+      eps, chunk_size: as in `linear_attention`.
+    Returns:
+      [B, L, H, dv] in v's dtype.
+    """
+    _check_qkv(q, k, v)
+    _check_encoder(k, v, k_enc, v_enc)
+    _check_mask("mask", mask, q.shape[:2])
+    _check_chunk(chunk_size)
+    w = _key_weights(mask, *q.shape[:2])
+    return _prefix_linear_attention(q, k, v, k_enc, v_enc, w, eps=eps, chunk_size=chunk_size)
+
+
+@functools.partial(jax.jit, static_argnames=("eps", "chunk_size"))
+def _prefix_linear_attention(q, k, v, k_enc, v_enc, w, *, eps, chunk_size):
+    out_dtype = v.dtype
+    q, k, v, k_enc, v_enc = (x.astype(jnp.float32) for x in (q, k, v, k_enc, v_enc))
+    w_enc = w[:, : k_enc.shape[1]]
+    if chunk_size is None:
+        y = _quadratic(q, k, v, w, k_enc, v_enc, w_enc, eps)
+    else:
+        y = _chunked(q, k, v, w, _encoder_state(k_enc, v_enc, w_enc), chunk_size, eps)
+    return y.astype(out_dtype)
+
+
+def prefill(k, v, k_enc=None, v_enc=None, *, mask=None) -> LinearAttentionState:
+    """Recurrent state after a prompt: kv = sum_j phi(k_j) v_j^T (+ encoder sums), k_sum = sum_j phi(k_j).
+
+    Args:
+      k: [B, L, H, f]; v: [B, L, H, dv]; k_enc, v_enc: optional [B, M, H, f], [B, M, H, dv] (PLA).
+      mask: optional [B, L] bool, True for real tokens (left padding is the usual case).
+    Returns:
+      LinearAttentionState(kv [B, H, F, dv], k_sum [B, H, F]) in float32.
+    """
+    _check_kv(k, v)
+    if (k_enc is None) != (v_enc is None):
+        raise ValueError("prefill needs both k_enc and v_enc, or neither; got only one of them.")
+    if k_enc is not None:
+        _check_encoder(k, v, k_enc, v_enc)
+    _check_mask("mask", mask, k.shape[:2])
+    return _prefill(k, v, k_enc, v_enc, _key_weights(mask, *k.shape[:2]))
+
+
+@jax.jit
+def _prefill(k, v, k_enc, v_enc, w):
+    k, v = k.astype(jnp.float32), v.astype(jnp.float32)
+    pk = taylor_feature_map(k) * w[..., None, None]  # [B, L, H, F]
+    kv = jnp.einsum("blhF,blhd->bhFd", pk, v)
+    ks = jnp.einsum("blhF->bhF", pk)
+    if k_enc is not None:
+        enc = _encoder_state(k_enc.astype(jnp.float32), v_enc.astype(jnp.float32), w[:, : k_enc.shape[1]])
+        kv, ks = kv + enc.kv, ks + enc.k_sum
+    return LinearAttentionState(kv=kv, k_sum=ks)
+
+
+def decode_step(state: LinearAttentionState, q_t, k_t, v_t, *, eps: float = 1e-12):
+    """One recurrent step: add the new token to the state, then read out (update before readout).
+
+    Args:
+      state: LinearAttentionState(kv [B, H, F, dv], k_sum [B, H, F]).
+      q_t, k_t: [B, H, f]; v_t: [B, H, dv].
+    Returns:
+      (y_t [B, H, dv] in v_t's dtype, new state).
+    """
+    _check_rank("q_t", q_t, 3, "[B, H, f]")
+    _check_rank("k_t", k_t, 3, "[B, H, f]")
+    _check_rank("v_t", v_t, 3, "[B, H, dv]")
+    if q_t.shape != k_t.shape:
+        raise ValueError(
+            f"q_t and k_t must have the same shape [B, H, f], but got {q_t.shape} and {k_t.shape}."
+        )
+    b, h, f = k_t.shape
+    big_f = feature_dim(f)
+    if state.kv.shape != (b, h, big_f, v_t.shape[-1]) or state.k_sum.shape != (b, h, big_f):
+        raise ValueError(
+            f"The state does not match the feature map: f={f} gives F=1+f+f^2={big_f}, so kv must be "
+            f"{(b, h, big_f, v_t.shape[-1])} and k_sum {(b, h, big_f)}, but got {tuple(state.kv.shape)} "
+            f"and {tuple(state.k_sum.shape)}."
+        )
+    return _decode_step(state, q_t, k_t, v_t, eps=eps)
+
+
+@functools.partial(jax.jit, static_argnames=("eps",))
+def _decode_step(state, q_t, k_t, v_t, *, eps):
+    out_dtype = v_t.dtype
+    pk = taylor_feature_map(k_t.astype(jnp.float32))  # [B, H, F]
+    pq = taylor_feature_map(q_t.astype(jnp.float32))
+    kv = state.kv + pk[..., :, None] * v_t.astype(jnp.float32)[..., None, :]
+    ks = state.k_sum + pk
+    num = jnp.einsum("bhF,bhFd->bhd", pq, kv)
+    den = jnp.einsum("bhF,bhF->bh", pq, ks)
+    return (num / (den[..., None] + eps)).astype(out_dtype), LinearAttentionState(kv=kv, k_sum=ks)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Sliding-window softmax attention, RoPE, causal depthwise convolution.
+
+
+def apply_rope(x, positions, *, base: float = 10000.0):
+    """Rotary embedding on the full head dim, non-interleaved (GPT-NeoX's rotate_half).
+
+    x: [B, L, H, D] (D even); positions: [B, L] or [L] ints. Returns x's shape and dtype.
+    """
+    d = x.shape[-1]
+    if d % 2:
+        raise ValueError(f"RoPE needs an even head dim, but got {d}.")
+    half = d // 2
+    inv_freq = base ** (-jnp.arange(half, dtype=jnp.float32) * 2.0 / d)  # [D/2]
+    ang = jnp.asarray(positions, jnp.float32)[..., None] * inv_freq  # [(B,) L, D/2]
+    cos, sin = jnp.cos(ang)[..., None, :], jnp.sin(ang)[..., None, :]  # [(B,) L, 1, D/2]
+    xf = x.astype(jnp.float32)
+    x1, x2 = xf[..., :half], xf[..., half:]
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+def sliding_window_attention(q, k, v, *, window: int, mask=None):
+    """Causal softmax attention where query i sees keys i - window .. i (itself plus `window` previous).
+
+    q, k, v: [B, L, H, D]; mask: optional [B, L] bool for real keys. Scale 1/sqrt(D). A query with no
+    visible real key (a padded position) returns 0. Returns [B, L, H, D] in v's dtype.
+    """
+    _check_qkv(q, k, v)
+    _check_mask("mask", mask, q.shape[:2])
+    if mask is None:
+        mask = jnp.ones(q.shape[:2], bool)
+    return _sliding_window_attention(q, k, v, mask, window=window)
+
+
+@functools.partial(jax.jit, static_argnames=("window",))
+def _sliding_window_attention(q, k, v, mask, *, window):
+    n = q.shape[1]
+    i = jnp.arange(n)[:, None]
+    j = jnp.arange(n)[None, :]
+    visible = (j <= i) & (i - j <= window)  # [L, L]
+    visible = visible[None, None] & mask[:, None, None, :]  # [B, 1, L, L]
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32), k.astype(jnp.float32))
+    logits = logits / math.sqrt(q.shape[-1])
+    probs = jax.nn.softmax(jnp.where(visible, logits, -1e30), axis=-1) * visible
+    return jnp.einsum("bhqk,bkhd->bqhd", probs, v.astype(jnp.float32)).astype(v.dtype)
+
+
+def causal_depthwise_conv(x, kernel):
+    """Causal depthwise 1-D convolution: y_t = sum_i kernel[i] * x_{t - (K-1) + i} (left zero padding).
+
+    x: [B, L, C]; kernel: [K, C]. Matches torch Conv1d(groups=C, padding=K-1) truncated to L.
+    """
+    _check_rank("x", x, 3, "[B, L, C]")
+    _check_rank("kernel", kernel, 2, "[K, C]")
+    if kernel.shape[1] != x.shape[2]:
+        raise ValueError(f"kernel has {kernel.shape[1]} channels but x has {x.shape[2]}.")
+    kk, n = kernel.shape[0], x.shape[1]
+    xp = jnp.pad(x, ((0, 0), (kk - 1, 0), (0, 0)))
+    return sum(xp[:, i : i + n] * kernel[i] for i in range(kk))
