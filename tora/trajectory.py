@@ -317,8 +317,9 @@ def trajectory_error(pred_tracks, target_tracks, mask=None) -> jax.Array:
 def track_centroids(video: jax.Array, colors: jax.Array, background: jax.Array) -> jax.Array:
     """The simple tracker for the synthetic data: an intensity-weighted centroid per frame and object.
 
-    Each pixel's weight for object k is clip(1 - |v - c_k| / |b - c_k|, 0, 1)^2: 1 on the object's
-    colour c_k, 0 at the background colour b or farther. A frame with no weight returns the frame centre.
+    Each pixel's weight for object k is clip(1 - |v - c_k| / |b - c_k|, 0, 1): 1 on the object's colour
+    c_k, 0 at the background colour b or farther, linear in between (so on an anti-aliased render it is
+    the pixel's coverage and the centroid is the object's centre). A frame with no weight returns the frame centre.
 
     Args:
       video: [T, H, W, 3] (any value range, same as colors/background); colors [K, 3]; background [3].
@@ -335,7 +336,7 @@ def track_centroids(video: jax.Array, colors: jax.Array, background: jax.Array) 
     _, h, w, _ = video.shape
     dist = jnp.linalg.norm(video[None] - colors[:, None, None, None], axis=-1)  # [K, T, H, W]
     ref = jnp.linalg.norm(background[None] - colors, axis=-1)[:, None, None, None]  # [K, 1, 1, 1]
-    wt = jnp.clip(1.0 - dist / jnp.maximum(ref, 1e-6), 0.0, 1.0) ** 2
+    wt = jnp.clip(1.0 - dist / jnp.maximum(ref, 1e-6), 0.0, 1.0)
     total = wt.sum((-2, -1))  # [K, T]
     ys, xs = jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32)
     cx = jnp.einsum("kthw,w->kt", wt, xs) / jnp.maximum(total, 1e-12)

@@ -1,0 +1,273 @@
+"""The Tora model: an ST-DiT with a Trajectory Extractor and Motion-guidance Fusers (arXiv 2407.21705).
+
+`Tora(cfg).apply(variables, x, t, y, flow_rgb, ...)` runs the extractor on flow RGB [B, F, H, W, 3] and
+hands its per-block features to part 1's `STDiT` (whose blocks call `MotionGuidanceFuser`). Parameters:
+{"stdit": <the ST-DiT tree plus */motion_fuser>, "extractor": {...}}; the extractor's BatchNorm statistics
+are in the "batch_stats" collection. Because every fuser is zero-initialised, a fresh Tora model with a
+base ST-DiT's parameters copied in (`load_base_params`) computes exactly what the base model computes.
+
+Training follows the paper: only the extractor and fusers learn by default ("adapter-like", `trainable`),
+stage 1 on dense flow, stage 2 on sparse trajectories sampled from it (`motion_condition`,
+`make_tora_loss_fn`). Sampling (`make_tora_sampler`) feeds the motion condition into both the conditional and the unconditional CFG pass,
+so guidance acts on the text only, as in the released code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import traverse_util
+
+from tora import ops
+from tora.config import FlowConfig, STDiTConfig
+from tora.flow import training_inputs
+from tora.motion import TrajectoryExtractor, TrajectoryExtractorConfig, check_flow_rgb
+from tora.sample import make_sampler
+from tora.stdit import STDiT
+from tora.trajectory import flow_to_rgb, sample_sparse_tracks, splat_and_blur
+
+__all__ = [
+    "ToraConfig",
+    "Tora",
+    "load_base_params",
+    "motion_features",
+    "trainable_mask",
+    "masked_optimizer",
+    "motion_condition",
+    "make_tora_loss_fn",
+    "make_tora_sampler",
+]
+
+_TRAINABLE = ("motion", "motion+temporal", "all")
+
+
+@dataclasses.dataclass(frozen=True)
+class ToraConfig:
+    """A Tora model: the ST-DiT (with its motion hook set), the extractor, and what trains."""
+
+    stdit: STDiTConfig = STDiTConfig(motion_fuser="adanorm", motion_channels=128)  # backbone + fuser kind
+    extractor: TrajectoryExtractorConfig = TrajectoryExtractorConfig()  # motion VAE + TE levels
+    trainable: str = "motion"  # "motion": extractor + fusers (released code, "adapter-like");
+    # "motion+temporal": also the temporal blocks (the paper's text); "all": everything but the motion VAE
+    sigma: float = 10.0  # Gaussian blur of sparse trajectory maps (pixels); paper: 10 at 256+ px
+    kernel_size: int = 99  # blur kernel size (odd); paper: 99
+    max_tracks: int = 16  # stage 2: up to this many sparse tracks per clip (N ~ U{1..max_tracks})
+    track_stride: int = 32  # stage 2: grid stride of candidate track starts (pixels)
+
+    def __post_init__(self):
+        s, e = self.stdit, self.extractor
+        if s.motion_fuser is None:
+            raise ValueError(
+                "a Tora model needs stdit.motion_fuser set to 'channel', 'cross_attention' or 'adanorm'."
+            )
+        if s.motion_channels != e.channels:
+            raise ValueError(
+                f"stdit.motion_channels ({s.motion_channels}) must equal the extractor's channels ({e.channels})."
+            )
+        if e.num_levels != s.depth:
+            raise ValueError(
+                f"the extractor needs one level per block pair: num_levels={e.num_levels}, depth={s.depth}."
+            )
+        if s.patch_size[1] != e.unshuffle or s.patch_size[2] != e.unshuffle or s.patch_size[0] != 1:
+            raise ValueError(
+                f"the extractor's unshuffle ({e.unshuffle}) must equal the ST-DiT's spatial patch size and the "
+                f"temporal patch must be 1; got patch_size={s.patch_size}."
+            )
+        if self.trainable not in _TRAINABLE:
+            raise ValueError(f"trainable must be one of {_TRAINABLE}; got {self.trainable!r}.")
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd integer, got {self.kernel_size}.")
+        if self.max_tracks < 1 or self.track_stride < 1 or self.sigma <= 0:
+            raise ValueError("max_tracks, track_stride and sigma must be positive.")
+
+    @classmethod
+    def tiny(cls, fuser: str = "adanorm", **overrides) -> ToraConfig:
+        """CPU-sized: a 2-pair ST-DiT of width 32 on pixel-space video (no VAEs), 16 motion channels."""
+        stdit = STDiTConfig.tiny(in_channels=3, vae_spatial_factor=1, motion_fuser=fuser, motion_channels=16)
+        ext = TrajectoryExtractorConfig(motion_vae=None, channels=16, num_levels=2, num_res_blocks=1)
+        base = dict(stdit=stdit, extractor=ext, sigma=1.5, kernel_size=7, max_tracks=4, track_stride=4)
+        base.update(overrides)
+        return cls(**base)
+
+
+def check_tora_inputs(cfg: ToraConfig, x, flow_rgb) -> None:
+    """ValueError with a sentence when the flow RGB does not cover the latent grid of x (shapes only)."""
+    if flow_rgb is None:
+        return
+    check_flow_rgb(cfg.extractor, flow_rgb)
+    if x.ndim != 5:
+        raise ValueError(f"Tora expects latents x of shape [B, T, H, W, C]; got shape {tuple(x.shape)}.")
+    e, s = cfg.extractor, cfg.stdit
+    b, f, h, w, _ = flow_rgb.shape
+    grid = (-(-f // e.temporal_factor), h // e.spatial_factor, w // e.spatial_factor)
+    want = (x.shape[1], -(-x.shape[2] // s.patch_size[1]), -(-x.shape[3] // s.patch_size[2]))
+    if b != x.shape[0] or grid != want:
+        raise ValueError(
+            f"flow RGB {tuple(flow_rgb.shape)} gives batch {b} and a motion grid (T', H', W') = {grid}, but the "
+            f"latents {tuple(x.shape)} need batch {x.shape[0]} and a token grid {want}."
+        )
+
+
+class Tora(nn.Module):
+    """x [B, T, H, W, C], t [B] in [0, 1], y [B, Ly, Dy], flow_rgb [B, F, H*, W*, 3] or None -> v like x.
+
+    With flow_rgb None the motion path is skipped and Tora is its base ST-DiT.
+    """
+
+    cfg: ToraConfig
+
+    @nn.compact
+    def __call__(self, x, t, y, flow_rgb=None, y_mask=None, fps=None, x_mask=None, y_drop=None, train=False):
+        check_tora_inputs(self.cfg, x, flow_rgb)
+        motion = None
+        if flow_rgb is not None:
+            motion = TrajectoryExtractor(self.cfg.extractor, name="extractor")(flow_rgb, train)
+        return STDiT(self.cfg.stdit, name="stdit")(x, t, y, y_mask, fps, x_mask, motion, y_drop)
+
+
+def motion_features(cfg: ToraConfig, variables: Any, flow_rgb: jax.Array) -> list[jax.Array]:
+    """The extractor of a Tora model alone, in inference mode: flow RGB -> `depth` features."""
+    ext = {"params": variables["params"]["extractor"]}
+    if "batch_stats" in variables:
+        ext["batch_stats"] = variables["batch_stats"]["extractor"]
+    return TrajectoryExtractor(cfg.extractor).apply(ext, flow_rgb, False)
+
+
+def load_base_params(tora_params: Any, base_params: Any) -> Any:
+    """Tora parameters with every ST-DiT leaf replaced by the base model's (fusers and extractor kept)."""
+    flat = traverse_util.flatten_dict(nn.meta.unbox(tora_params))
+    base = traverse_util.flatten_dict(nn.meta.unbox(base_params))
+    missing = [k for k in base if ("stdit", *k) not in flat]
+    if missing:
+        raise ValueError(f"the base parameters have {'/'.join(missing[0])}, which the Tora model lacks.")
+    for k, v in base.items():
+        if flat[("stdit", *k)].shape != v.shape:
+            raise ValueError(
+                f"base parameter {'/'.join(k)} has shape {v.shape}; the Tora model expects "
+                f"{flat[('stdit', *k)].shape}."
+            )
+        flat[("stdit", *k)] = v
+    return traverse_util.unflatten_dict(flat)
+
+
+def trainable_mask(params: Any, trainable: str = "motion") -> Any:
+    """A tree of bools like `params`: True where the parameter trains.
+
+    "motion": extractor and fusers; "motion+temporal": also the temporal blocks; "all": everything. The
+    motion VAE (extractor/motion_vae) never trains (the paper fine-tunes it separately, then freezes it).
+    """
+    if trainable not in _TRAINABLE:
+        raise ValueError(f"trainable must be one of {_TRAINABLE}; got {trainable!r}.")
+
+    def rule(path, _):
+        keys = [getattr(p, "key", str(p)) for p in path]
+        if "motion_vae" in keys:
+            return False
+        if trainable == "all" or "extractor" in keys or "motion_fuser" in keys:
+            return True
+        if trainable == "motion+temporal":
+            return any(k.startswith("temporal_block") for k in keys)
+        return False
+
+    return jax.tree_util.tree_map_with_path(rule, params)
+
+
+def masked_optimizer(tx: optax.GradientTransformation, params: Any, trainable: str = "motion"):
+    """`tx` on the trainable parameters, zero updates (and no optimizer state) on the frozen ones."""
+    labels = jax.tree.map(lambda m: "train" if m else "freeze", trainable_mask(params, trainable))
+    return optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, labels)
+
+
+def motion_condition(
+    rng: jax.Array, dense_flow: jax.Array, cfg: ToraConfig, stage: int
+) -> tuple[jax.Array, jax.Array]:
+    """The training condition from dense flow [B, F, H, W, 2]: (flow RGB [B, F, H, W, 3], flow [B, F, H, W, 2]).
+
+    Stage 1: the dense flow itself. Stage 2: `sample_sparse_tracks` (1..max_tracks weighted grid points
+    propagated through the flow), splatted and blurred as at inference. Each clip is coloured with its own
+    maximum norm (`flow_to_rgb` per clip). Jittable.
+    """
+    if stage not in (1, 2):
+        raise ValueError(f"stage must be 1 (dense flow) or 2 (sparse trajectories); got {stage}.")
+    if dense_flow.ndim != 5 or dense_flow.shape[-1] != 2:
+        raise ValueError(f"dense_flow must have shape [B, F, H, W, 2]; got {tuple(dense_flow.shape)}.")
+    b, f, h, w, _ = dense_flow.shape
+    if stage == 2:
+
+        def one(key, fl):
+            tracks, mask = sample_sparse_tracks(key, fl, max_tracks=cfg.max_tracks, stride=cfg.track_stride)
+            return splat_and_blur(tracks, mask, f, h, w, sigma=cfg.sigma, kernel_size=cfg.kernel_size)
+
+        flow = jax.vmap(one)(jax.random.split(rng, b), dense_flow)
+    else:
+        flow = dense_flow
+    return jax.vmap(flow_to_rgb)(flow), flow
+
+
+def make_tora_loss_fn(model: Tora, flow_cfg: FlowConfig = FlowConfig(), *, stage: int = 1) -> Callable:
+    """`loss_fn(params, extra, batch, rng) -> (loss, (metrics, new_extra))` for
+    `jaxzoo.make_train_step(..., has_extra=True)`; extra = {"batch_stats": the extractor's BN statistics}.
+
+    batch: {"x": latents [B, T, H, W, C], "y": [B, Ly, Dy], "flow": dense flow [B, F, H*, W*, 2], optional
+    "y_mask"}. Part 1's rectified-flow inputs (`tora.flow.training_inputs`: logit-normal t, optional shift,
+    target v = x0 - noise); the caption is dropped to the null caption with probability
+    flow_cfg.caption_dropout, the motion condition (stage 1 dense, stage 2 sparse) is never dropped.
+    """
+    if stage not in (1, 2):
+        raise ValueError(f"stage must be 1 (dense flow) or 2 (sparse trajectories); got {stage}.")
+    vae_f = model.cfg.stdit.vae_spatial_factor
+
+    def loss_fn(params, extra, batch, rng):
+        x0 = batch["x"]
+        k_in, k_drop, k_cond = jax.random.split(rng, 3)
+        x_t, t, target = training_inputs(x0, k_in, flow_cfg, None, vae_f)
+        drop = jax.random.bernoulli(k_drop, flow_cfg.caption_dropout, (x0.shape[0],))
+        rgb, _ = motion_condition(k_cond, batch["flow"], model.cfg, stage)
+        v, upd = model.apply(
+            {"params": params, "batch_stats": extra["batch_stats"]},
+            x_t,
+            t,
+            batch["y"],
+            rgb,
+            batch.get("y_mask"),
+            y_drop=drop,
+            train=True,
+            mutable=["batch_stats"],
+        )
+        loss = ops.masked_frame_mse(v, target)
+        return loss, ({"t_mean": t.mean()}, {**extra, "batch_stats": upd["batch_stats"]})
+
+    return loss_fn
+
+
+def make_tora_sampler(model: Tora, flow_cfg: FlowConfig = FlowConfig()) -> Callable:
+    """`sample(variables, rng, y, flow_rgb, y_mask=None, *, num_frames, height, width, num_steps=None,
+    guidance_scale=None) -> latents [B, T, H, W, C]`.
+
+    The extractor runs once in inference mode; its features go to part 1's Euler sampler
+    (`tora.sample.make_sampler`), which feeds them into both the conditional and the unconditional CFG
+    pass (guidance acts on the text only, as in the released code). flow_rgb None samples the base model.
+    """
+    base = make_sampler(STDiT(model.cfg.stdit), flow_cfg)
+
+    def sample(variables, rng, y, flow_rgb=None, y_mask=None, **kwargs):
+        motion = None
+        if flow_rgb is not None:
+            probe = jnp.zeros((y.shape[0], kwargs["num_frames"], kwargs["height"], kwargs["width"], 1))
+            check_tora_inputs(model.cfg, probe, flow_rgb)
+            motion = _motion_jit(model.cfg, variables, flow_rgb)
+        return base(variables["params"]["stdit"], rng, y, y_mask, motion=motion, **kwargs)
+
+    return sample
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _motion_jit(cfg, variables, flow_rgb):
+    return motion_features(cfg, variables, flow_rgb)
