@@ -1,8 +1,17 @@
-"""jrt: JRT-RNN ("Just read twice", arXiv 2407.05483) and its causal baseline Based, in JAX/Flax."""
+"""jrt: JRT-RNN ("Just read twice", arXiv 2407.05483) and its causal baseline Based, in JAX/Flax.
 
+`jrt.LM(cfg)` is the language model (mixers: BaseConv, sliding-window attention, prefix linear attention
+for JRT or causal linear attention for Based); the maths lives in `jrt.ops`.
+"""
+
+from jrt.config import MIXERS, JRTConfig, layer_pattern
+from jrt.generate import decode_token, generate, pad_prompt, prefill_cache
+from jrt.losses import IGNORE, cross_entropy, eval_metrics, loss_fn, make_loss_fn, mlm_mask
+from jrt.model import LM, init_params, param_count
 from jrt.ops import (
     LinearAttentionState,
     decode_step,
+    feature_dim,
     linear_attention,
     prefill,
     prefix_linear_attention,
@@ -10,10 +19,27 @@ from jrt.ops import (
 )
 
 __all__ = [
+    "IGNORE",
+    "LM",
+    "MIXERS",
+    "JRTConfig",
     "LinearAttentionState",
+    "cross_entropy",
     "decode_step",
+    "decode_token",
+    "eval_metrics",
+    "feature_dim",
+    "generate",
+    "init_params",
+    "layer_pattern",
     "linear_attention",
+    "loss_fn",
+    "make_loss_fn",
+    "mlm_mask",
+    "pad_prompt",
+    "param_count",
     "prefill",
+    "prefill_cache",
     "prefix_linear_attention",
     "taylor_feature_map",
 ]

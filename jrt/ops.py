@@ -34,6 +34,9 @@ __all__ = [
     "apply_rope",
     "sliding_window_attention",
     "causal_depthwise_conv",
+    "window_cache",
+    "window_decode_step",
+    "conv_decode_step",
 ]
 
 
@@ -400,3 +403,53 @@ def causal_depthwise_conv(x, kernel):
     kk, n = kernel.shape[0], x.shape[1]
     xp = jnp.pad(x, ((0, 0), (kk - 1, 0), (0, 0)))
     return sum(xp[:, i : i + n] * kernel[i] for i in range(kk))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Constant-size decoding caches for SWA and BaseConv.
+
+
+def window_cache(k, v, mask, window: int):
+    """The rolling SWA cache after a prompt: slot s holds the latest position p < L with p % W == s.
+
+    k, v: [B, L, H, D] (k already rotated); mask: [B, L] bool. Returns (k_cache [B, W, H, D],
+    v_cache [B, W, H, D], valid [B, W]) with W = window; empty or padded slots are invalid.
+    """
+    n = k.shape[1]
+    slots = jnp.arange(window)
+    pos = (n - 1) - jnp.mod((n - 1) - slots, window) if window else slots  # [W]
+    valid = (pos >= 0)[None, :] & jnp.take(mask, jnp.clip(pos, 0, n - 1), axis=1)
+    ck = jnp.take(k, jnp.clip(pos, 0, n - 1), axis=1) * valid[..., None, None]
+    cv = jnp.take(v, jnp.clip(pos, 0, n - 1), axis=1) * valid[..., None, None]
+    return ck, cv, valid
+
+
+def window_decode_step(q_t, k_t, v_t, k_cache, v_cache, valid, pos):
+    """One SWA decoding step: attend to the W cached tokens and itself, then write itself to slot pos % W.
+
+    q_t, k_t, v_t: [B, H, D] (q_t, k_t rotated); k_cache, v_cache: [B, W, H, D]; valid: [B, W]; pos: the
+    absolute position of the new token (scalar int). Returns (y_t [B, H, D], (k_cache, v_cache, valid)).
+    """
+    keys = jnp.concatenate([k_cache, k_t[:, None]], axis=1).astype(jnp.float32)  # [B, W+1, H, D]
+    vals = jnp.concatenate([v_cache, v_t[:, None]], axis=1).astype(jnp.float32)
+    ok = jnp.concatenate([valid, jnp.ones_like(valid[:, :1])], axis=1)  # [B, W+1]
+    logits = jnp.einsum("bhd,bkhd->bhk", q_t.astype(jnp.float32), keys) / math.sqrt(q_t.shape[-1])
+    probs = jax.nn.softmax(jnp.where(ok[:, None, :], logits, -1e30), axis=-1)
+    y = jnp.einsum("bhk,bkhd->bhd", probs, vals).astype(v_t.dtype)
+    window = k_cache.shape[1]
+    if window == 0:
+        return y, (k_cache, v_cache, valid)
+    slot = jnp.mod(pos, window)
+    k_cache = jax.lax.dynamic_update_index_in_dim(k_cache, k_t.astype(k_cache.dtype), slot, axis=1)
+    v_cache = jax.lax.dynamic_update_index_in_dim(v_cache, v_t.astype(v_cache.dtype), slot, axis=1)
+    valid = jax.lax.dynamic_update_index_in_dim(valid, jnp.ones_like(valid[:, 0]), slot, axis=1)
+    return y, (k_cache, v_cache, valid)
+
+
+def conv_decode_step(x_t, state, kernel):
+    """One step of `causal_depthwise_conv`: x_t [B, C], state [B, K-1, C] (the previous K-1 inputs).
+
+    Returns (y_t [B, C], new state).
+    """
+    window = jnp.concatenate([state, x_t[:, None]], axis=1)  # [B, K, C]
+    return jnp.einsum("bkc,kc->bc", window, kernel), window[:, 1:]

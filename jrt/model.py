@@ -1,0 +1,316 @@
+"""JRT-RNN and Based language models as Linen modules (the maths is in `jrt.ops`).
+
+A block is pre-norm: x += Mixer(RMSNorm(x)); x += SwiGLU(RMSNorm(x)), with a float32 residual stream.
+Mixers: "conv" (BaseConv), "swa" (sliding-window softmax attention with RoPE), "pla" (prefix linear
+attention, JRT) and "la" (causal linear attention, Based). No position embeddings; the LM head is tied.
+
+Three modes share one parameter tree:
+  "parallel": training / scoring, input_ids [B, L] -> logits [B, L, V];
+  "prefill":  the same, and writes a constant-size "cache" collection (call with mutable=["cache"]);
+  "decode":   input_ids [B, 1], reads and updates the cache (LA/PLA state, SWA rolling window, conv
+              state, position index).
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jrt import ops
+from jrt.config import JRTConfig
+
+MODES = ("parallel", "prefill", "decode")
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def _normal(std: float, axes: tuple):
+    return nn.with_logical_partitioning(nn.initializers.normal(std), axes)
+
+
+def _zeros(axes: tuple):
+    return nn.with_logical_partitioning(nn.initializers.zeros, axes)
+
+
+def _out_std(cfg: JRTConfig) -> float:
+    """The scaled residual init of out_proj / fc2: std / sqrt(2 * n_layers)."""
+    return cfg.init_std / math.sqrt(2 * cfg.n_layers)
+
+
+def _dense(cfg, features, axes, *, std=None, axis=-1, bias=False, name=None):
+    return nn.DenseGeneral(
+        features,
+        axis=axis,
+        use_bias=bias,
+        dtype=_DTYPES[cfg.dtype],
+        param_dtype=_DTYPES[cfg.param_dtype],
+        kernel_init=_normal(cfg.init_std if std is None else std, axes),
+        bias_init=_zeros(axes[-1:] if isinstance(features, int) else axes[-len(features) :]),
+        name=name,
+    )
+
+
+def _rms_norm(cfg, name):
+    return nn.RMSNorm(
+        epsilon=cfg.norm_eps,
+        dtype=jnp.float32,
+        param_dtype=_DTYPES[cfg.param_dtype],
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+        name=name,
+    )
+
+
+def check_token_ids(ids, vocab_size: int, what: str = "input_ids") -> None:
+    """ValueError when concrete token ids fall outside [0, vocab_size) (skipped for traced arrays)."""
+    if isinstance(ids, jax.core.Tracer):
+        return
+    ids = np.asarray(ids)
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        raise ValueError(
+            f"{what} must be token ids in [0, {vocab_size}), but got values in [{ids.min()}, {ids.max()}]."
+        )
+
+
+def check_inputs(cfg: JRTConfig, input_ids, mask, mode: str) -> None:
+    """Shape and value checks of `LM.__call__`, on shapes before tracing."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, but got {mode!r}.")
+    if input_ids.ndim != 2:
+        raise ValueError(f"input_ids must have rank 2 [B, L], but got shape {tuple(input_ids.shape)}.")
+    if not jnp.issubdtype(input_ids.dtype, jnp.integer):
+        raise ValueError(f"input_ids must be integer token ids, but got dtype {input_ids.dtype}.")
+    n = input_ids.shape[1]
+    if mode == "decode":
+        if n != 1:
+            raise ValueError(f"decode mode takes one token per sequence [B, 1], but got length {n}.")
+    else:
+        if n > cfg.max_len:
+            raise ValueError(
+                f"The sequence has {n} tokens, longer than the configured context {cfg.max_len}."
+            )
+        if n < cfg.prefix_len:
+            raise ValueError(
+                f"The encoder length M={cfg.prefix_len} must be at most the sequence length L={n}; "
+                "left-pad the prompt to M tokens (jrt.generate does this)."
+            )
+    if mask is not None and tuple(mask.shape) != tuple(input_ids.shape):
+        raise ValueError(f"mask must have the shape of input_ids {input_ids.shape}, but got {mask.shape}.")
+    check_token_ids(input_ids, cfg.vocab_size)
+
+
+class BaseConv(nn.Module):
+    """in_proj d -> 4d (bias), halves u1, u2; y = out_proj(silu(causal_conv3(u1)) * u2) (bias)."""
+
+    cfg: JRTConfig
+    mode: str = "parallel"
+
+    @nn.compact
+    def __call__(self, x, mask, positions):  # x [B, L, d] -> [B, L, d]
+        cfg = self.cfg
+        inner = cfg.conv_expand * cfg.d_model // 2
+        u = _dense(cfg, (2, inner), ("embed", "gate", "mlp"), bias=True, name="in_proj")(x)  # [B, L, 2, E]
+        u1, u2 = u[..., 0, :], u[..., 1, :]
+        u1 = u1 * mask[..., None].astype(u1.dtype)  # padded tokens feed nothing into the convolution
+        # torch Conv1d's default init (kaiming-uniform, a=sqrt(5)): U(-1/sqrt(K), 1/sqrt(K)) for depthwise.
+        bound = 1.0 / math.sqrt(cfg.conv_kernel)
+        kernel = self.param(
+            "conv_kernel",
+            nn.with_logical_partitioning(
+                lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound),
+                ("conv", "mlp"),
+            ),
+            (cfg.conv_kernel, inner),
+            _DTYPES[cfg.param_dtype],
+        ).astype(u1.dtype)  # [K, E]
+        if self.mode == "decode":
+            state = self.variable("cache", "conv_state", jnp.zeros, (x.shape[0], cfg.conv_kernel - 1, inner))
+            y, new = ops.conv_decode_step(u1[:, 0], state.value.astype(u1.dtype), kernel)
+            state.value = new.astype(state.value.dtype)
+            y = y[:, None]
+        else:
+            y = ops.causal_depthwise_conv(u1, kernel)
+            if self.mode == "prefill":  # the last K-1 inputs (zeros before the start)
+                padded = jnp.pad(u1, ((0, 0), (cfg.conv_kernel - 1, 0), (0, 0)))
+                tail = padded[:, padded.shape[1] - (cfg.conv_kernel - 1) :]
+                self.variable("cache", "conv_state", lambda: tail.astype(jnp.float32))
+        y = nn.silu(y) * u2
+        return _dense(cfg, cfg.d_model, ("mlp", "embed"), std=_out_std(cfg), bias=True, name="out_proj")(y)
+
+
+class SlidingWindowAttention(nn.Module):
+    """Softmax attention over itself + `cfg.window` previous tokens; fused Wqkv, RoPE, no biases."""
+
+    cfg: JRTConfig
+    mode: str = "parallel"
+
+    @nn.compact
+    def __call__(self, x, mask, positions):
+        cfg = self.cfg
+        h, d = cfg.heads, cfg.head_dim
+        qkv = _dense(cfg, (3, h, d), ("embed", "qkv", "heads", "kv"), name="Wqkv")(x)  # [B, L, 3, H, D]
+        q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+        q = ops.apply_rope(q, positions, base=cfg.rope_base)
+        k = ops.apply_rope(k, positions, base=cfg.rope_base)
+        if self.mode == "decode":
+            b, w = x.shape[0], cfg.window
+            ck = self.variable("cache", "k", jnp.zeros, (b, w, h, d))
+            cv = self.variable("cache", "v", jnp.zeros, (b, w, h, d))
+            ok = self.variable("cache", "valid", jnp.zeros, (b, w), bool)
+            y, (ck.value, cv.value, ok.value) = ops.window_decode_step(
+                q[:, 0], k[:, 0], v[:, 0], ck.value, cv.value, ok.value, positions[0]
+            )
+            y = y[:, None]
+        else:
+            y = ops.sliding_window_attention(q, k, v, window=cfg.window, mask=mask)
+            if self.mode == "prefill":
+                cache = ops.window_cache(k.astype(jnp.float32), v.astype(jnp.float32), mask, cfg.window)
+                for name, value in zip(("k", "v", "valid"), cache):
+                    self.variable("cache", name, lambda value=value: value)
+        return _dense(
+            cfg, cfg.d_model, ("heads", "kv", "embed"), std=_out_std(cfg), axis=(-2, -1), name="out_proj"
+        )(y)
+
+
+class LinearAttention(nn.Module):
+    """Taylor linear attention: causal (Based, prefix=False) or prefix linear attention (JRT, prefix=True).
+
+    q, k: d -> H*f, v: d -> H*dv (no biases); PLA adds separate k_enc / v_enc projections applied to the
+    first M tokens. No positional encoding.
+    """
+
+    cfg: JRTConfig
+    prefix: bool = False
+    mode: str = "parallel"
+
+    @nn.compact
+    def __call__(self, x, mask, positions):
+        cfg = self.cfg
+        h, f, dv, m = cfg.heads, cfg.feature_dim, cfg.head_dim, cfg.prefix_len
+        q = _dense(cfg, (h, f), ("embed", "heads", "kv"), name="q_proj")(x)  # [B, L, H, f]
+        k = _dense(cfg, (h, f), ("embed", "heads", "kv"), name="k_proj")(x)
+        v = _dense(cfg, (h, dv), ("embed", "heads", "kv"), name="v_proj")(x)  # [B, L, H, dv]
+        big_f = ops.feature_dim(f)
+        if self.mode == "decode":
+            b = x.shape[0]
+            kv = self.variable("cache", "kv", jnp.zeros, (b, h, big_f, dv))
+            ks = self.variable("cache", "k_sum", jnp.zeros, (b, h, big_f))
+            y, state = ops.decode_step(
+                ops.LinearAttentionState(kv.value, ks.value), q[:, 0], k[:, 0], v[:, 0], eps=cfg.attn_eps
+            )
+            kv.value, ks.value = state
+            y = y[:, None]
+        else:
+            if self.prefix:
+                k_enc = _dense(cfg, (h, f), ("embed", "heads", "kv"), name="k_enc_proj")(
+                    x[:, :m]
+                )  # [B, M, H, f]
+                v_enc = _dense(cfg, (h, dv), ("embed", "heads", "kv"), name="v_enc_proj")(x[:, :m])
+                y = ops.prefix_linear_attention(
+                    q, k, v, k_enc, v_enc, mask=mask, eps=cfg.attn_eps, chunk_size=cfg.chunk_size
+                )
+            else:
+                k_enc = v_enc = None
+                y = ops.linear_attention(q, k, v, mask=mask, eps=cfg.attn_eps, chunk_size=cfg.chunk_size)
+            if self.mode == "prefill":
+                state = ops.prefill(k, v, k_enc, v_enc, mask=mask)
+                self.variable("cache", "kv", lambda: state.kv)
+                self.variable("cache", "k_sum", lambda: state.k_sum)
+        y = y.astype(_DTYPES[cfg.dtype])
+        return _dense(
+            cfg, cfg.d_model, ("heads", "kv", "embed"), std=_out_std(cfg), axis=(-2, -1), name="out_proj"
+        )(y)
+
+
+class SwiGLU(nn.Module):
+    """fc1: d -> 2h split into (y, gate); fc2(y * silu(gate)): h -> d. No biases."""
+
+    cfg: JRTConfig
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.cfg
+        yg = _dense(cfg, (2, cfg.mlp_hidden), ("embed", "gate", "mlp"), name="fc1")(x)  # [B, L, 2, h]
+        hidden = yg[..., 0, :] * nn.silu(yg[..., 1, :])
+        return _dense(cfg, cfg.d_model, ("mlp", "embed"), std=_out_std(cfg), name="fc2")(hidden)
+
+
+class Block(nn.Module):
+    """x += Mixer(RMSNorm(x)); x += SwiGLU(RMSNorm(x)); x stays float32."""
+
+    cfg: JRTConfig
+    mixer: str = "conv"
+    mode: str = "parallel"
+
+    @nn.compact
+    def __call__(self, x, mask, positions):  # [B, L, d] float32
+        cfg = self.cfg
+        h = _rms_norm(cfg, "mixer_norm")(x).astype(_DTYPES[cfg.dtype])
+        if self.mixer == "conv":
+            mixer = BaseConv(cfg, self.mode, name="conv")
+        elif self.mixer == "swa":
+            mixer = SlidingWindowAttention(cfg, self.mode, name="swa")
+        else:
+            mixer = LinearAttention(cfg, self.mixer == "pla", self.mode, name=self.mixer)
+        x = x + mixer(h, mask, positions).astype(jnp.float32)
+        h = _rms_norm(cfg, "mlp_norm")(x).astype(_DTYPES[cfg.dtype])
+        x = x + SwiGLU(cfg, name="mlp")(h).astype(jnp.float32)
+        self.sow("intermediates", "resid_post", x)
+        return x
+
+
+class LM(nn.Module):
+    """JRT-RNN / Based language model: input_ids [B, L] int -> logits [B, L, vocab] float32.
+
+    For JRT (PLA layers) the first cfg.encoder_len tokens are the non-causal prefix of the PLA layers.
+    `mask` [B, L] (True = real token) removes left padding from every sum.
+    """
+
+    cfg: JRTConfig
+
+    @nn.compact
+    def __call__(self, input_ids, mask=None, *, mode: str = "parallel"):
+        cfg = self.cfg
+        check_inputs(cfg, input_ids, mask, mode)
+        b, n = input_ids.shape
+        mask = jnp.ones((b, n), bool) if mask is None else mask.astype(bool)
+        if mode == "decode":
+            index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+            positions = index.value + jnp.arange(1)
+            index.value = index.value + 1
+        else:
+            positions = jnp.arange(n)
+            if mode == "prefill":
+                self.variable("cache", "index", lambda: jnp.asarray(n, jnp.int32))
+        embedding = self.param(
+            "embedding",
+            _normal(cfg.init_std, ("vocab", "embed")),
+            (cfg.vocab_size, cfg.d_model),
+            _DTYPES[cfg.param_dtype],
+        )
+        x = jnp.take(embedding, input_ids, axis=0).astype(jnp.float32)  # [B, L, d]
+        block = nn.remat(Block) if cfg.remat else Block
+        for i, mixer in enumerate(cfg.mixers):
+            x = block(cfg, mixer, mode, name=f"layer_{i}")(x, mask, positions)
+        x = _rms_norm(cfg, "final_norm")(x)
+        dt = _DTYPES[cfg.dtype]
+        if cfg.tie_embeddings:
+            logits = jnp.einsum(
+                "bld,vd->blv", x.astype(dt), embedding.astype(dt), preferred_element_type=jnp.float32
+            )
+        else:
+            logits = _dense(cfg, cfg.vocab_size, ("embed", "vocab"), name="lm_head")(x.astype(dt))
+        return logits.astype(jnp.float32)
+
+
+def init_params(cfg: JRTConfig, rng, *, seq_len: int | None = None):
+    """Unsharded parameters of `LM(cfg)` (plain arrays, logical boxes removed)."""
+    n = max(cfg.prefix_len, 1) if seq_len is None else seq_len
+    variables = LM(cfg).init(rng, jnp.zeros((1, n), jnp.int32))
+    return nn.meta.unbox(variables["params"])
+
+
+def param_count(params) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
