@@ -50,13 +50,15 @@ class BertConfig:
     hidden_dropout: float = 0.1  # dropout after embeddings and each residual branch (training only)
     attention_dropout: float = 0.1  # dropout on attention probabilities (training only)
     pad_token_id: int = 0  # id of [PAD]
-    dtype: str = "float32"  # compute dtype ("float32" or "bfloat16"); parameters stay float32
+    dtype: str = "float32"  # compute dtype: "float32", "bfloat16"/"float16", or "float64" (exactness tests)
     remat: bool = False  # rematerialise each layer in the backward pass (saves activation memory)
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
+        for name in ("vocab_size", "hidden_size", "num_heads", "intermediate_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"BertConfig.{name} must be positive, got {getattr(self, name)}.")
+        if self.num_layers < 0:
+            raise ValueError(f"BertConfig.num_layers must be >= 0, got {self.num_layers}.")
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"BertConfig.hidden_size ({self.hidden_size}) must be divisible by num_heads "
@@ -64,8 +66,10 @@ class BertConfig:
             )
         if self.hidden_act not in _ACTIVATIONS:
             raise ValueError(f"BertConfig.hidden_act must be one of {_ACTIVATIONS}, got {self.hidden_act!r}.")
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"BertConfig.dtype must be float32, bfloat16 or float16, got {self.dtype!r}.")
+        if self.dtype not in ("float32", "bfloat16", "float16", "float64"):
+            raise ValueError(
+                f"BertConfig.dtype must be float32, bfloat16, float16 or float64, got {self.dtype!r}."
+            )
         if not (0.0 <= self.hidden_dropout < 1.0 and 0.0 <= self.attention_dropout < 1.0):
             raise ValueError("BertConfig dropout rates must lie in [0, 1).")
 
@@ -154,7 +158,7 @@ class ColBERTConfig:
 
 def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
     """LayerNorm over the last axis, in float32 like PyTorch: (x - mean) / sqrt(var + eps) * scale + bias."""
-    xf = x.astype(jnp.float32)
+    xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # bf16 -> f32; f64 (tests) stays f64
     mean = xf.mean(-1, keepdims=True)
     var = jnp.square(xf - mean).mean(-1, keepdims=True)
     y = (xf - mean) * jax.lax.rsqrt(var + eps)
@@ -172,22 +176,30 @@ def gelu(x: jax.Array, kind: str = "gelu") -> jax.Array:
     raise ValueError(f"Unknown activation {kind!r}; expected one of {_ACTIVATIONS}.")
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+def attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dropout_rate: float = 0.0, rng=None
+) -> jax.Array:
     """Softmax attention with a key mask.
 
     q, k, v: [B, L, H, Dh]; mask: [B, L] (1/True = attend to that key). Returns [B, L, H, Dh].
     Masked keys get the dtype's most negative value before the softmax, as Hugging Face does, so a row
-    whose keys are all masked attends uniformly instead of producing NaN.
+    whose keys are all masked attends uniformly instead of producing NaN. With dropout_rate > 0 (training)
+    the probabilities are dropped with the key `rng` and rescaled by 1 / (1 - rate), as BERT does.
     """
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / math.sqrt(q.shape[-1])
-    scores = jnp.where(mask[:, None, None, :].astype(bool), scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [B, H, Lq, Lk]
+    acc = jnp.promote_types(q.dtype, jnp.float32)
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(acc) / math.sqrt(q.shape[-1])
+    scores = jnp.where(mask[:, None, None, :].astype(bool), scores, jnp.finfo(acc).min)
+    probs = jax.nn.softmax(scores, axis=-1)  # [B, H, Lq, Lk]
+    if dropout_rate > 0:
+        keep = jax.random.bernoulli(rng, 1.0 - dropout_rate, probs.shape)
+        probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
+    probs = probs.astype(v.dtype)
     return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
     """x / max(||x||_2, eps) over the last axis (torch.nn.functional.normalize)."""
-    norm = jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=-1, keepdims=True))
+    norm = jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.promote_types(x.dtype, jnp.float32))), -1, keepdims=True))
     return (x / jnp.maximum(norm, eps)).astype(x.dtype)
 
 
@@ -202,18 +214,32 @@ def colbert_project(hidden: jax.Array, kernel: jax.Array) -> jax.Array:
 _init = nn.initializers.normal(stddev=0.02)  # BERT's initializer_range
 
 
-def _dense(features, axes, name, use_bias=True, in_axes=1, dtype=jnp.float32):
-    """A DenseGeneral whose kernel and bias carry logical axis names."""
+class _Dense(nn.Module):
+    """y = x . kernel + bias, contracting the last `in_axes` axes of x; the kernel is
+    [*in_shape, *features] with logical axis names `axes` (Flax's DenseGeneral would initialise it
+    flat, which clashes with 3-axis logical names under a mesh)."""
+
+    features: tuple[int, ...]
+    axes: tuple[str | None, ...]
+    in_axes: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        shape = tuple(x.shape[-self.in_axes :]) + tuple(self.features)
+        kernel = self.param("kernel", nn.with_logical_partitioning(_init, self.axes), shape)
+        bias = self.param(
+            "bias",
+            nn.with_logical_partitioning(nn.initializers.zeros, self.axes[self.in_axes :]),
+            self.features,
+        )
+        y = jnp.tensordot(x.astype(self.dtype), kernel.astype(self.dtype), axes=self.in_axes)
+        return y + bias.astype(self.dtype)
+
+
+def _dense(features, axes, name, in_axes=1, dtype=jnp.float32):
     features = tuple(features) if isinstance(features, tuple) else (features,)
-    return nn.DenseGeneral(
-        features,
-        axis=tuple(range(-in_axes, 0)),
-        use_bias=use_bias,
-        dtype=dtype,
-        kernel_init=nn.with_logical_partitioning(_init, axes),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[in_axes:]),
-        name=name,
-    )
+    return _Dense(features, tuple(axes), in_axes, dtype, name=name)
 
 
 class _LayerNorm(nn.Module):
@@ -267,14 +293,9 @@ class BertLayer(nn.Module):
         q = _dense(hd, qkv_axes, "query", dtype=dtype)(h)  # [B, L, H, Dh]
         k = _dense(hd, qkv_axes, "key", dtype=dtype)(h)
         v = _dense(hd, qkv_axes, "value", dtype=dtype)(h)
-        if not deterministic and cfg.attention_dropout > 0:
-            # Dropout on the attention probabilities, as BERT: recompute them here (training only).
-            scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / math.sqrt(cfg.head_dim)
-            scores = jnp.where(mask[:, None, None, :].astype(bool), scores, jnp.finfo(jnp.float32).min)
-            probs = nn.Dropout(cfg.attention_dropout)(jax.nn.softmax(scores, -1), deterministic=False)
-            ctx = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(dtype), v)
-        else:
-            ctx = attention(q, k, v, mask)  # [B, L, H, Dh]
+        drop = not deterministic and cfg.attention_dropout > 0
+        rng = self.make_rng("dropout") if drop else None
+        ctx = attention(q, k, v, mask, dropout_rate=cfg.attention_dropout if drop else 0.0, rng=rng)
         out = _dense(cfg.hidden_size, ("heads", "head_dim", "embed"), "out", in_axes=2, dtype=dtype)(ctx)
         out = nn.Dropout(cfg.hidden_dropout)(out, deterministic=deterministic)
         h = _LayerNorm(cfg, name="attn_ln")(h + out)
@@ -335,13 +356,13 @@ class ColBERT(nn.Module):
         self.linear = nn.Dense(
             self.config.dim,
             use_bias=False,
-            dtype=jnp.float32,
+            dtype=jnp.promote_types(self.config.bert.dtype, jnp.float32),
             kernel_init=nn.with_logical_partitioning(_init, ("embed", "colbert_dim")),
         )
 
     def __call__(self, input_ids, attention_mask, token_type_ids=None, deterministic: bool = True):
         h = self.bert(input_ids, attention_mask, token_type_ids, deterministic)
-        return l2_normalize(self.linear(h.astype(jnp.float32)))  # [B, L, dim]
+        return l2_normalize(self.linear(h.astype(jnp.promote_types(h.dtype, jnp.float32))))  # [B, L, dim]
 
     def hidden_states(self, input_ids, attention_mask, token_type_ids=None, deterministic: bool = True):
         """The BERT's last hidden state [B, L, E]."""

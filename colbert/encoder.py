@@ -315,8 +315,7 @@ class Encoder:
         tokens kept by the MaxSim mask (no padding; no punctuation when `mask_punctuation`).
 
         Texts are sorted by length and padded to a multiple of `bucket` tokens, so the jitted encoder
-        compiles once per bucket, not once per batch. Stack them for `colbert.Index.build`, or pad with
-        `pad_documents`.
+        compiles once per bucket, not once per batch. Pad them with `colbert.pad_documents`.
         """
         texts = _check_texts(texts)
         ids, attn, keep = self.tokenize_documents(texts)
@@ -374,18 +373,3 @@ def _check_texts(texts) -> list[str]:
         if not isinstance(t, str):
             raise ValueError(f"Expected a list of strings, got an element of type {type(t).__name__}.")
     return texts
-
-
-def pad_documents(docs: Sequence[np.ndarray], length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Ragged [n_i, dim] arrays -> (D [N, L, dim] zero-padded, mask [N, L] bool)."""
-    if not len(docs):
-        raise ValueError("pad_documents needs at least one document.")
-    length = max(len(d) for d in docs) if length is None else length
-    dim = docs[0].shape[-1]
-    out = np.zeros((len(docs), length, dim), np.float32)
-    mask = np.zeros((len(docs), length), bool)
-    for i, d in enumerate(docs):
-        n = min(len(d), length)
-        out[i, :n] = d[:n]
-        mask[i, :n] = True
-    return out, mask
