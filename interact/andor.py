@@ -64,21 +64,22 @@ def lr_schedule(lr: float, steps: int) -> np.ndarray:
     return np.logspace(np.log10(lr), np.log10(lr) - 1, steps)
 
 
-@partial(jax.jit, static_argnames=("steps", "learn_p", "learn_q"))
-def _extract_one(v, q_bound, lr, momentum, *, steps, learn_p, learn_q):
+def _extract_one(v, q_bound, lr, momentum, steps, *, learn_p, learn_q):
+    """One game v [2^n]; steps is traced, so runs of any length share one compiled program."""
     bound = q_bound * jnp.abs(v[-1] - v[0])
-    lrs = jnp.asarray(lr) * jnp.logspace(0.0, -1.0, steps, dtype=v.dtype)
     grad = jax.grad(_l1, argnums=(1, 2))
+    decay = 1.0 / jnp.maximum(steps - 1, 1).astype(v.dtype)
 
     def body(t, carry):
         p, q, bp, bq = carry
+        lr_t = lr * 10.0 ** (-t.astype(v.dtype) * decay)  # = logspace(log10 lr, log10 lr - 1, steps)[t]
         gp, gq = grad(v, p, q)
         bp = momentum * bp + gp
         bq = momentum * bq + gq
         if learn_p:
-            p = p - lrs[t] * bp
+            p = p - lr_t * bp
         if learn_q:
-            q = jnp.clip(q - lrs[t] * bq, -bound, bound)
+            q = jnp.clip(q - lr_t * bq, -bound, bound)
         return p, q, bp, bq
 
     zeros = jnp.zeros_like(v)
@@ -105,22 +106,34 @@ def extract_and_or(
     merge_singletons: the lab's post-processing; for |S| <= 1, I_and += I_or and I_or = 0 (AND and OR are
     the same thing for a single player, and universal matching is unchanged).
     """
+    num_players(v)  # on the host, before any transfer
     v = jnp.asarray(v)
     v = v if jnp.issubdtype(v.dtype, jnp.inexact) else v.astype(jnp.float32)
-    n = num_players(v)
     if not q_bound >= 0:
         raise ValueError(f"q_bound must be a non-negative fraction of |v(N) - v(empty)|; got {q_bound}.")
     if steps < 0 or lr < 0:
         raise ValueError(f"steps and lr must be non-negative; got steps={steps}, lr={lr}.")
+    return _extract(v, q_bound, lr, momentum, steps, merge_singletons, learn_p=learn_p, learn_q=learn_q)
+
+
+@partial(jax.jit, static_argnames=("learn_p", "learn_q"))
+def _extract(v, q_bound, lr, momentum, steps, merge, *, learn_p, learn_q):
+    n = num_players(v)
     batch = v.shape[:-1]
     flat = v.reshape(-1, 2**n)
-    run = partial(_extract_one, steps=int(steps), learn_p=learn_p, learn_q=learn_q)
-    p, q, loss = jax.vmap(run, in_axes=(0, None, None, None))(flat, q_bound, lr, momentum)
+    dtype = v.dtype
+    run = partial(_extract_one, learn_p=learn_p, learn_q=learn_q)
+    args = (
+        jnp.asarray(q_bound, dtype),
+        jnp.asarray(lr, dtype),
+        jnp.asarray(momentum, dtype),
+        jnp.asarray(steps),
+    )
+    p, q, loss = jax.vmap(run, in_axes=(0, None, None, None, None))(flat, *args)
     i_and, i_or = and_or_from(flat, p, q)
-    if merge_singletons:
-        low = jnp.asarray(subset_sizes(n) <= 1)
-        i_and = jnp.where(low, i_and + i_or, i_and)
-        i_or = jnp.where(low, 0.0, i_or)
+    low = jnp.asarray(subset_sizes(n) <= 1) & merge
+    i_and = jnp.where(low, i_and + i_or, i_and)
+    i_or = jnp.where(low, 0.0, i_or)
 
     def shape(a):
         return a.reshape(*batch, 2**n)

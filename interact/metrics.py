@@ -6,6 +6,8 @@ together (a subset S of order k contributes its AND and its OR interaction).
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,7 +65,12 @@ def order_strengths(
     """
     if normalize not in (None, "total", "max"):
         raise ValueError(f'normalize must be None, "total" or "max"; got {normalize!r}.')
-    threshold = _check_threshold(threshold)
+    _stack(i_and, i_or)  # shape checks on the host
+    return _order_strengths(i_and, i_or, _check_threshold(threshold), normalize)
+
+
+@partial(jax.jit, static_argnums=(3,))
+def _order_strengths(i_and, i_or, threshold, normalize):
     both, n = _stack(i_and, i_or)
     tau = threshold * jnp.max(jnp.abs(both), axis=(-2, -1), keepdims=True)
     kept = jnp.where(jnp.abs(both) >= tau, both, 0.0)
@@ -110,6 +117,12 @@ def jaccard_by_order(
             "jaccard_by_order needs train and test interactions [samples, 2^n] with the same n and the same "
             f"AND/OR parts; got train {tr.shape[0:1] + tr.shape[2:]} and test {te.shape[0:1] + te.shape[2:]}."
         )
+    return _jaccard_by_order(tr, te)
+
+
+@jax.jit
+def _jaccard_by_order(tr, te):
+    n = num_players(tr)
     mean_tr = jnp.mean(tr, axis=0).reshape(-1)  # [K * 2^n]
     mean_te = jnp.mean(te, axis=0).reshape(-1)
     sizes = np.tile(subset_sizes(n), tr.shape[1])

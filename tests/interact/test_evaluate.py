@@ -5,18 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import AxisType
 
 import interact as it
-
-
-def make_mesh(shape):
-    try:
-        from jaxzoo.sharding import make_mesh as zoo_mesh
-
-        return zoo_mesh(shape)
-    except ImportError:
-        return jax.make_mesh(tuple(shape.values()), tuple(shape), axis_types=(AxisType.Auto,) * len(shape))
+from jaxzoo.sharding import init_sharded, make_mesh
 
 
 def naive_masked(x, baseline, players, subset, player_ndim=1):
@@ -125,10 +116,15 @@ def test_evaluate_subsets_sharded_equals_single(mesh_shape, batch_size):
     params = jax.jit(model.init)(jax.random.key(0), x)
     fn = lambda xs, p, y: it.log_odds(model.apply(p, xs), y)
     players = [[i] for i in range(7)]  # position 7 is background
-    kw = dict(batch_size=batch_size, fn_args=(params, 2))
-    single = it.evaluate_subsets(fn, x, np.zeros(8, np.float32), players, **kw)
+    single = it.evaluate_subsets(
+        fn, x, np.zeros(8, np.float32), players, batch_size=batch_size, fn_args=(params, 2)
+    )
     mesh = make_mesh(mesh_shape)
-    sharded = it.evaluate_subsets(fn, x, np.zeros(8, np.float32), players, mesh=mesh, **kw)
+    if "model" in mesh_shape:  # parameters split over "model" as in training, subsets over "data"
+        params, _ = init_sharded(model, jax.random.key(0), x, mesh=mesh)
+    kw = dict(batch_size=batch_size, fn_args=(params, 2), mesh=mesh)
+    sharded = it.evaluate_subsets(fn, x, np.zeros(8, np.float32), players, **kw)
+    assert sharded.sharding.spec == jax.sharding.PartitionSpec("data")
     assert sharded.shape == (128,)
     np.testing.assert_allclose(sharded, single, atol=1e-6, rtol=1e-6)
     ref = [naive_mlp_log_odds(params, naive_masked(x, np.zeros(8), players, s), 2) for s in range(128)]
