@@ -1,0 +1,403 @@
+"""A PLAID-style late-interaction index: residual-compressed token vectors, an inverted file (IVF) from
+centroid to documents, and PLAID's four-stage search (Santhanam et al. 2022, "PLAID").
+
+Storage (packed, no padding): codes int32 [T], residuals uint8 [T, dim * nbits / 8], doclens [N],
+offsets [N + 1] (document i owns tokens offsets[i]:offsets[i + 1]), and the IVF: ivf_pids (sorted unique
+document ids per centroid, concatenated) with ivf_offsets [K + 1].
+
+Search, for each query (ColBERT `search/candidate_generation.py`, `filter_pids.cpp`, `index_storage.py`):
+  1. S = centroids . q_i for every query token [Lq, K]; the top-ncells centroids per query token, unioned,
+     select IVF lists whose documents are the candidates.
+  2. Pruned centroid interaction: only centroids with max_i S[i, c] >= centroid_score_threshold count;
+     approx(d) = sum_i max over the document's kept codes of S[i, code]; keep the top ndocs.
+  3. The same without pruning over those; keep the top ndocs / 4 (at least k).
+  4. Decompress those documents and rank them by exact MaxSim; return the top k.
+Defaults by k (ColBERT `searcher.py`): k <= 10 -> (ncells 1, threshold 0.5, ndocs 256); k <= 100 ->
+(2, 0.45, 1024); otherwise (4, 0.4, max(4k, 4096)).
+Steps 1 and 2-4 are jitted; the ragged IVF union (step 1's lookup) is numpy on the host.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from colbert.codec import ResidualCodec, check_nbits, decompress_arrays, default_num_centroids
+from colbert.maxsim import map_chunks, pad_documents, reduce_maxsim
+
+__all__ = ["Index", "plaid_defaults", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+
+
+def plaid_defaults(k: int) -> tuple[int, float, int]:
+    """(ncells, centroid_score_threshold, ndocs) that ColBERT's Searcher uses for a given k."""
+    if k <= 10:
+        return 1, 0.5, 256
+    if k <= 100:
+        return 2, 0.45, 1024
+    return 4, 0.4, max(4 * k, 4096)
+
+
+def _check_docs(docs, dim: int | None = None):
+    if isinstance(docs, np.ndarray | jax.Array) and np.ndim(docs) == 2:
+        raise ValueError(
+            "documents must be a list of [Ld, dim] arrays; got one 2-D array (wrap it in a list)."
+        )
+    docs = [np.asarray(d, np.float32) for d in docs]
+    if not docs:
+        raise ValueError("documents must be a non-empty list of [Ld, dim] arrays; got an empty list.")
+    dim = docs[0].shape[-1] if dim is None else dim
+    for i, d in enumerate(docs):
+        if d.ndim != 2 or d.shape[0] < 1 or d.shape[1] != dim:
+            raise ValueError(
+                f"every document must be [Ld >= 1, dim = {dim}]; document {i} has shape {d.shape}."
+            )
+    return docs
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, int(n - 1).bit_length())
+
+
+class Index:
+    """Residual-compressed multi-vector index with PLAID search. Build with Index.build(docs)."""
+
+    def __init__(self, codec: ResidualCodec):
+        self.codec = codec
+        nbytes = codec.dim * codec.nbits // 8
+        self.codes = np.zeros(0, np.int32)  # [T]
+        self.residuals = np.zeros((0, nbytes), np.uint8)  # [T, nbytes]
+        self.doclens = np.zeros(0, np.int32)  # [N]
+        self.offsets = np.zeros(1, np.int64)  # [N + 1]
+        self.ivf_pids = np.zeros(0, np.int32)
+        self.ivf_offsets = np.zeros(codec.num_centroids + 1, np.int64)
+        self._device = None
+
+    # ----------------------------------------------------------------------------------------- building
+    @classmethod
+    def build(
+        cls,
+        doc_embeddings,
+        *,
+        nbits: int = 2,
+        num_centroids: int | None = None,
+        codec: ResidualCodec | None = None,
+        kmeans_niters: int = 4,
+        seed: int = 123,
+        batch_tokens: int = 65536,
+        mesh=None,
+        progress: bool = True,
+    ) -> Index:
+        """Builds an index from a list of [Ld_i, dim] token-embedding arrays (unit-norm rows).
+
+        nbits: residual bits per dimension, in {1, 2, 4}. num_centroids: None = ColBERTv2's
+        2^floor(log2(16 sqrt(total tokens))). codec: reuse a trained ResidualCodec (nbits/num_centroids are
+        then ignored). The codec trains on the tokens of at most 16 sqrt(120 N) sampled documents
+        (ColBERTv2's sample), then all documents are compressed in batches of batch_tokens vectors, so peak
+        memory is the packed index plus one batch. mesh: shards k-means over its "data" axis.
+        """
+        docs = _check_docs(doc_embeddings)
+        if codec is None:
+            check_nbits(nbits)
+            n = len(docs)
+            total = sum(d.shape[0] for d in docs)
+            take = np.random.default_rng(seed).permutation(n)[: min(n, int(16 * math.sqrt(120 * n)))]
+            sample = np.concatenate([docs[i] for i in np.sort(take)])
+            k = min(default_num_centroids(total), len(sample)) if num_centroids is None else num_centroids
+            codec = ResidualCodec.train(
+                sample, nbits=nbits, num_centroids=k, kmeans_niters=kmeans_niters, seed=seed, mesh=mesh
+            )
+        index = cls(codec)
+        index.add(docs, batch_tokens=batch_tokens, progress=progress)
+        return index
+
+    def add(self, more_docs, *, batch_tokens: int = 65536, progress: bool = True) -> Index:
+        """Appends documents (ids continue from len(self)) with the existing codec: no retraining and no
+        re-compression of what is stored; only the IVF lists are merged. Returns self."""
+        docs = _check_docs(more_docs, self.codec.dim)
+        first_pid = self.num_docs
+        lens = np.array([d.shape[0] for d in docs], np.int32)
+        codes, resid = [], []
+        buf, filled = np.zeros((batch_tokens, self.codec.dim), np.float32), 0
+        total = int(lens.sum())
+        bar = tqdm(total=total, desc="compress", unit="tok", disable=not progress or total <= batch_tokens)
+
+        def flush(rows):
+            c, r = self.codec.compress(buf)  # one fixed shape: compiles once
+            codes.append(np.asarray(c)[:rows])
+            resid.append(np.asarray(r)[:rows])
+            bar.update(rows)
+
+        for d in docs:
+            start = 0
+            while start < d.shape[0]:
+                take = min(batch_tokens - filled, d.shape[0] - start)
+                buf[filled : filled + take] = d[start : start + take]
+                filled, start = filled + take, start + take
+                if filled == batch_tokens:
+                    flush(filled)
+                    filled = 0
+        if filled:
+            buf[filled:] = 0
+            flush(filled)
+        bar.close()
+        new_codes = np.concatenate(codes)
+        self.codes = np.concatenate([self.codes, new_codes])
+        self.residuals = np.concatenate([self.residuals, np.concatenate(resid)])
+        self.doclens = np.concatenate([self.doclens, lens])
+        self.offsets = np.concatenate([self.offsets, self.offsets[-1] + np.cumsum(lens, dtype=np.int64)])
+        self._merge_ivf(new_codes, np.repeat(np.arange(first_pid, self.num_docs, dtype=np.int64), lens))
+        self._device = None
+        return self
+
+    def _merge_ivf(self, codes, pids):
+        """Adds (centroid, pid) pairs to the IVF, keeping each centroid's pids sorted and unique."""
+        k = self.codec.num_centroids
+        old_codes = np.repeat(np.arange(k, dtype=np.int64), np.diff(self.ivf_offsets))
+        keys = np.concatenate(
+            [old_codes * (1 << 32) + self.ivf_pids, codes.astype(np.int64) * (1 << 32) + pids]
+        )
+        keys = np.unique(keys)
+        self.ivf_pids = (keys & ((1 << 32) - 1)).astype(np.int32)
+        counts = np.bincount(keys >> 32, minlength=k)
+        self.ivf_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    # ------------------------------------------------------------------------------------------- facts
+    @property
+    def num_docs(self) -> int:
+        return len(self.doclens)
+
+    def __len__(self) -> int:
+        return self.num_docs
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.codes)
+
+    @property
+    def bytes_per_vector(self) -> float:
+        """Stored bytes per token vector: code + residual + its share of doclens/offsets/IVF."""
+        total = self.codes.nbytes + self.residuals.nbytes + self.doclens.nbytes + self.offsets.nbytes
+        total += self.ivf_pids.nbytes + self.ivf_offsets.nbytes
+        return total / max(self.num_tokens, 1)
+
+    def embeddings(self, doc_ids):
+        """Decompressed, padded documents: (D float32 [len(ids), Lmax, dim], mask bool [len(ids), Lmax])."""
+        ids = np.asarray(doc_ids, np.int64).reshape(-1)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_docs):
+            raise ValueError(
+                f"doc ids must be in [0, {self.num_docs}); got values from {ids.min()} to {ids.max()}."
+            )
+        dev = self._on_device()
+        return _gather_decompress(dev, jnp.asarray(ids), self.codec.nbits, int(self.doclens.max()))
+
+    def _on_device(self):
+        if self._device is None:
+            self._device = {
+                "codes": jnp.asarray(self.codes),
+                "residuals": jnp.asarray(self.residuals),
+                "offsets": jnp.asarray(self.offsets[:-1].astype(np.int32)),
+                "doclens": jnp.asarray(self.doclens),
+                "centroids": self.codec.centroids,
+                "weights": self.codec.weights,
+            }
+        return self._device
+
+    # ------------------------------------------------------------------------------------------ search
+    def search(self, Q, k: int = 10, *, q_mask=None, ncells=None, centroid_score_threshold=None, ndocs=None):
+        """PLAID search. Q: [Lq, dim] or [B, Lq, dim] (q_mask [Lq] / [B, Lq], True = real token).
+
+        Returns (doc_ids int32 [k], scores float32 [k]) best first (or [B, k]); scores are exact MaxSim of
+        the decompressed documents. If fewer than k documents reach the last stage (e.g. ncells=1 on a tiny
+        collection), the tail is padded with id -1 and score -inf.
+        """
+        if self.num_docs == 0:
+            raise ValueError("the index is empty: add documents (Index.build or index.add) before searching.")
+        qs = np.shape(Q)
+        if len(qs) not in (2, 3) or qs[-1] != self.codec.dim:
+            raise ValueError(
+                f"Q must be [Lq, {self.codec.dim}] or [B, Lq, {self.codec.dim}]; got shape {qs}."
+            )
+        if not 1 <= k <= self.num_docs:
+            raise ValueError(
+                f"k must be between 1 and the number of indexed documents ({self.num_docs}); got {k}."
+            )
+        if q_mask is not None and np.shape(q_mask) != qs[:-1]:
+            raise ValueError(f"q_mask must have shape {qs[:-1]}; got {np.shape(q_mask)}.")
+        d_ncells, d_thr, d_ndocs = plaid_defaults(k)
+        ncells = d_ncells if ncells is None else ncells
+        thr = d_thr if centroid_score_threshold is None else centroid_score_threshold
+        ndocs = d_ndocs if ndocs is None else ndocs
+        if not 1 <= ncells <= self.codec.num_centroids:
+            raise ValueError(
+                f"ncells must be in [1, num_centroids = {self.codec.num_centroids}]; got {ncells}."
+            )
+        batched = len(qs) == 3
+        Qb = jnp.asarray(Q, jnp.float32)[None] if not batched else jnp.asarray(Q, jnp.float32)
+        qm = (
+            jnp.ones(Qb.shape[:2], bool)
+            if q_mask is None
+            else jnp.asarray(q_mask, bool).reshape(Qb.shape[:2])
+        )
+        dev = self._on_device()
+
+        # Stage 1: centroid scores and candidate generation (ragged IVF union on the host).
+        S, cells = _centroid_scores(Qb, qm, dev["centroids"], ncells)  # [B, Lq, K], [B, Lq * ncells]
+        cells = np.asarray(cells)
+        cands = [self._ivf_union(c) for c in cells]
+        width = _next_pow2(max(max(len(c) for c in cands), 1))
+        cand = np.zeros((len(cands), width), np.int32)
+        valid = np.zeros((len(cands), width), bool)
+        for b, c in enumerate(cands):
+            cand[b, : len(c)], valid[b, : len(c)] = c, True
+
+        n1 = min(width, max(ndocs, k))
+        n2 = min(n1, max(ndocs // 4, k))
+        ids, scores = _plaid_stages(
+            dev, S, qm, Qb, jnp.asarray(cand), jnp.asarray(valid), jnp.float32(thr),
+            n1=n1, n2=n2, k=min(k, n2), nbits=self.codec.nbits, lmax=int(self.doclens.max()),
+        )  # fmt: skip
+        ids, scores = np.asarray(ids), np.asarray(scores)
+        if ids.shape[1] < k:
+            ids = np.pad(ids, ((0, 0), (0, k - ids.shape[1])), constant_values=-1)
+            scores = np.pad(scores, ((0, 0), (0, k - scores.shape[1])), constant_values=-np.inf)
+        ids = np.where(np.isfinite(scores), ids, -1).astype(np.int32)
+        return (ids, scores) if batched else (ids[0], scores[0])
+
+    def _ivf_union(self, cells):
+        cells = np.unique(cells)
+        starts, ends = self.ivf_offsets[cells], self.ivf_offsets[cells + 1]
+        if not np.any(ends > starts):
+            return np.zeros(0, np.int32)
+        lens = ends - starts
+        idx = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(lens.sum())
+        return np.unique(self.ivf_pids[idx])
+
+    # -------------------------------------------------------------------------------------- save, load
+    def save(self, path) -> pathlib.Path:
+        """Writes path/meta.json (format version, shapes) and path/arrays.npz."""
+        path = pathlib.Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format": "jaxzoo.colbert.Index",
+            "format_version": FORMAT_VERSION,
+            "nbits": self.codec.nbits,
+            "dim": self.codec.dim,
+            "num_centroids": self.codec.num_centroids,
+            "num_docs": self.num_docs,
+            "num_tokens": self.num_tokens,
+        }
+        np.savez(
+            path / "arrays.npz",
+            centroids=np.asarray(self.codec.centroids), cutoffs=np.asarray(self.codec.cutoffs),
+            weights=np.asarray(self.codec.weights), codes=self.codes, residuals=self.residuals,
+            doclens=self.doclens, offsets=self.offsets, ivf_pids=self.ivf_pids, ivf_offsets=self.ivf_offsets,
+        )  # fmt: skip
+        (path / "meta.json").write_text(json.dumps(meta, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path) -> Index:
+        path = pathlib.Path(path)
+        if not (path / "meta.json").is_file() or not (path / "arrays.npz").is_file():
+            raise FileNotFoundError(
+                f"no colbert index at {path}: expected {path}/meta.json and {path}/arrays.npz."
+            )
+        meta = json.loads((path / "meta.json").read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"index at {path} has format version {meta.get('format_version')!r}; this code reads version "
+                f"{FORMAT_VERSION}. Rebuild the index with this version."
+            )
+        a = np.load(path / "arrays.npz")
+        codec = ResidualCodec(
+            centroids=jnp.asarray(a["centroids"]), cutoffs=jnp.asarray(a["cutoffs"]),
+            weights=jnp.asarray(a["weights"]), nbits=int(meta["nbits"]),
+        )  # fmt: skip
+        index = cls(codec)
+        for name in ("codes", "residuals", "doclens", "offsets", "ivf_pids", "ivf_offsets"):
+            setattr(index, name, a[name])
+        return index
+
+
+@functools.partial(jax.jit, static_argnames=("ncells",))
+def _centroid_scores(Q, q_mask, centroids, ncells):
+    S = jnp.einsum("bqh,kh->bqk", Q, centroids)  # [B, Lq, K]
+    _, top = jax.lax.top_k(S, ncells)  # [B, Lq, ncells]
+    top = jnp.where(q_mask[..., None], top, top[:, :1])  # padded query tokens add no cells
+    return S, top.reshape(Q.shape[0], -1)
+
+
+def _doc_tokens(dev, pids, lmax):
+    """Token rows and validity of documents pids [..., C]: ([..., C, lmax] int32, [..., C, lmax] bool)."""
+    pos = jnp.arange(lmax, dtype=jnp.int32)
+    rows = dev["offsets"][pids][..., None] + pos  # [..., C, lmax]
+    mask = pos < dev["doclens"][pids][..., None]
+    return jnp.where(mask, rows, 0), mask
+
+
+@functools.partial(jax.jit, static_argnames=("nbits", "lmax"))
+def _gather_decompress(dev, pids, nbits, lmax):
+    rows, mask = _doc_tokens(dev, pids, lmax)
+    D = decompress_arrays(dev["centroids"], dev["weights"], dev["codes"][rows], dev["residuals"][rows], nbits)
+    return jnp.where(mask[..., None], D, 0.0), mask
+
+
+@functools.partial(jax.jit, static_argnames=("n1", "n2", "k", "nbits", "lmax"))
+def _plaid_stages(dev, S, q_mask, Q, cand, valid, threshold, *, n1, n2, k, nbits, lmax):
+    """Stages 2-4 for a batch of queries. S [B, Lq, K]; cand/valid [B, C]; returns ids, scores [B, k]."""
+
+    def one(S, q_mask, Q, cand, valid):
+        St = S.T  # [K, Lq]
+        keep = jnp.max(jnp.where(q_mask[:, None], S, -jnp.inf), axis=0) >= threshold  # [K]
+
+        def approx(pids, ok, prune):
+            def block(pids, ok):
+                rows, mask = _doc_tokens(dev, pids, lmax)  # [c, lmax]
+                codes = dev["codes"][rows]
+                mask = mask & ok[:, None]
+                if prune:
+                    mask = mask & keep[codes]
+                sim = St[codes][None]  # [1, c, lmax, Lq]
+                return reduce_maxsim(sim, q_mask[None], mask)[0]  # [c]
+
+            return map_chunks(lambda p, o: block(p, o)[None], 1024, pids, ok)[0]
+
+        # Stage 2: pruned centroid interaction over all candidates -> top n1.
+        s1 = approx(cand, valid, True)
+        s1 = jnp.where(valid, s1, -jnp.inf)
+        _, i1 = jax.lax.top_k(s1, n1)
+        p1, ok1 = cand[i1], valid[i1]
+        # Stage 3: full centroid interaction -> top n2.
+        s2 = jnp.where(ok1, approx(p1, ok1, False), -jnp.inf)
+        _, i2 = jax.lax.top_k(s2, n2)
+        p2, ok2 = p1[i2], ok1[i2]
+        # Stage 4: decompress and score exactly.
+        D, mask = _gather_decompress(dev, p2, nbits, lmax)  # [n2, lmax, dim]
+        sim = jnp.einsum("qh,nth->ntq", Q, D)[None]  # [1, n2, lmax, Lq]
+        s3 = jnp.where(ok2, reduce_maxsim(sim, q_mask[None], mask & ok2[:, None])[0], -jnp.inf)
+        top, i3 = jax.lax.top_k(s3, k)
+        return p2[i3], top
+
+    return jax.vmap(one)(S, q_mask, Q, cand, valid)
+
+
+def exhaustive_search(Q, docs, k: int = 10, q_mask=None, chunk_size: int | None = 256):
+    """Exact float MaxSim over every document (the reference that PLAID approximates).
+
+    docs: a list of [Ld_i, dim] arrays. Returns (ids [k], scores [k]) or [B, k] for batched Q.
+    """
+    from colbert.maxsim import maxsim
+
+    D, mask = pad_documents(docs)
+    scores = maxsim(Q, D, q_mask, mask, chunk_size=chunk_size)
+    top, ids = jax.lax.top_k(scores, k)
+    return np.asarray(ids, np.int32), np.asarray(top)
