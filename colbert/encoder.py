@@ -220,8 +220,9 @@ class Encoder:
                 nn.initializers.normal(0.02)(jax.random.key(seed), (bert_cfg.hidden_size, dim), jnp.float32)
             )
         config = ColBERTConfig(bert=bert_cfg, dim=dim, **kwargs)
+        params = hf_to_params(state, bert_cfg)
         tokenizer = ColBERTTokenizer.from_pretrained(path, config)
-        return cls(config, hf_to_params(state, bert_cfg), linear, tokenizer)
+        return cls(config, params, linear, tokenizer)
 
     def save_pretrained(self, path) -> Path:
         """Write a Stanford-ColBERT-layout Hugging Face folder (see the module docstring)."""
