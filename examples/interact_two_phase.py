@@ -20,7 +20,21 @@ Outputs in outputs/interact_two_phase/: metrics.json, two_phase.png (strength pe
 checkpoints, loss gap, mean order), jaccard.png (Jaccard vs order at several checkpoints), spindle.png
 (order distribution at initialisation vs the random-game spindle and the noisy-triggering theory).
 
-What the default run shows (measured, see the report at the end of this docstring): RESULTS_PLACEHOLDER
+What the default run shows (measured on a shared 2-core CPU: 105 s inside the script, about 2 minutes
+with imports; n = 8, 30 train + 30 test images explained at 12 checkpoints):
+- Accuracy: test 0.96. The train loss reaches 1e-4 by step ~1700, while the test loss rises from 0.159
+  (step 306) to 0.213; the loss gap is 0.21 at step 3000.
+- Mean order of all Harsanyi interactions (strength-weighted, no threshold): 4.0 at initialisation (a
+  spindle peaking at order 4; the i.i.d. random game C(n,k) 2^{k/2} peaks at 5, mean 4.7). It falls to
+  3.55 at step 55 (phase 1: low orders strengthen) and climbs back to 3.87 by step 3000 (phase 2).
+- The loss gap grows without shrinking from step 18 on. So in this run the gap starts growing somewhat
+  before phase 1 ends (step 55), whereas the paper reports the two aligned.
+- Jaccard(train, test) at the last checkpoint falls with order, from 0.66 (k=1) to 0.14 (k=6, 7), as in
+  the paper.
+- Where it differs from the paper: the salient AND-OR interactions (tau = 0.05 max|I|) at initialisation
+  are almost all first-order. This shallow MLP is nearly additive on inputs in [0, 1], and the spindle
+  lives in interactions below the threshold. So the salient mean order only rises (1.0 -> 2.5), and
+  phase 1's removal of medium and high orders shows only in the unthresholded distribution.
 """
 
 from __future__ import annotations
