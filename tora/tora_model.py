@@ -186,42 +186,52 @@ def masked_optimizer(tx: optax.GradientTransformation, params: Any, trainable: s
 
 
 def motion_condition(
-    rng: jax.Array, dense_flow: jax.Array, cfg: ToraConfig, stage: int
+    rng: jax.Array, dense_flow: jax.Array, cfg: ToraConfig, stage
 ) -> tuple[jax.Array, jax.Array]:
     """The training condition from dense flow [B, F, H, W, 2]: (flow RGB [B, F, H, W, 3], flow [B, F, H, W, 2]).
 
     Stage 1: the dense flow itself. Stage 2: `sample_sparse_tracks` (1..max_tracks weighted grid points
     propagated through the flow), splatted and blurred as at inference. Each clip is coloured with its own
-    maximum norm (`flow_to_rgb` per clip). Jittable.
+    maximum norm (`flow_to_rgb` per clip). `stage` is 1, 2, or an int array [B] of them (traced: one
+    compiled step serves both stages). Jittable.
     """
-    if stage not in (1, 2):
+    if isinstance(stage, int) and stage not in (1, 2):
         raise ValueError(f"stage must be 1 (dense flow) or 2 (sparse trajectories); got {stage}.")
     if dense_flow.ndim != 5 or dense_flow.shape[-1] != 2:
         raise ValueError(f"dense_flow must have shape [B, F, H, W, 2]; got {tuple(dense_flow.shape)}.")
     b, f, h, w, _ = dense_flow.shape
-    if stage == 2:
+    if isinstance(stage, int) and stage == 1:
+        flow = dense_flow
+    else:
 
         def one(key, fl):
             tracks, mask = sample_sparse_tracks(key, fl, max_tracks=cfg.max_tracks, stride=cfg.track_stride)
             return splat_and_blur(tracks, mask, f, h, w, sigma=cfg.sigma, kernel_size=cfg.kernel_size)
 
-        flow = jax.vmap(one)(jax.random.split(rng, b), dense_flow)
-    else:
-        flow = dense_flow
+        sparse = jax.vmap(one)(jax.random.split(rng, b), dense_flow)
+        if isinstance(stage, int):
+            flow = sparse
+        else:
+            two = jnp.broadcast_to(jnp.asarray(stage), (b,)) == 2
+            flow = jnp.where(two[:, None, None, None, None], sparse, dense_flow)
     return jax.vmap(flow_to_rgb)(flow), flow
 
 
-def make_tora_loss_fn(model: Tora, flow_cfg: FlowConfig = FlowConfig(), *, stage: int = 1) -> Callable:
+def make_tora_loss_fn(
+    model: Tora, flow_cfg: FlowConfig = FlowConfig(), *, stage: int | None = None
+) -> Callable:
     """`loss_fn(params, extra, batch, rng) -> (loss, (metrics, new_extra))` for
     `jaxzoo.make_train_step(..., has_extra=True)`; extra = {"batch_stats": the extractor's BN statistics}.
 
     batch: {"x": latents [B, T, H, W, C], "y": [B, Ly, Dy], "flow": dense flow [B, F, H*, W*, 2], optional
-    "y_mask"}. Part 1's rectified-flow inputs (`tora.flow.training_inputs`: logit-normal t, optional shift,
+    "y_mask", and "stage" [B] (1 or 2) when `stage` is None, so one compiled step serves both stages}. Part 1's rectified-flow inputs (`tora.flow.training_inputs`: logit-normal t, optional shift,
     target v = x0 - noise); the caption is dropped to the null caption with probability
     flow_cfg.caption_dropout, the motion condition (stage 1 dense, stage 2 sparse) is never dropped.
     """
-    if stage not in (1, 2):
-        raise ValueError(f"stage must be 1 (dense flow) or 2 (sparse trajectories); got {stage}.")
+    if stage not in (None, 1, 2):
+        raise ValueError(
+            f"stage must be 1 (dense flow), 2 (sparse trajectories) or None (from the batch); got {stage}."
+        )
     vae_f = model.cfg.stdit.vae_spatial_factor
 
     def loss_fn(params, extra, batch, rng):
@@ -229,7 +239,9 @@ def make_tora_loss_fn(model: Tora, flow_cfg: FlowConfig = FlowConfig(), *, stage
         k_in, k_drop, k_cond = jax.random.split(rng, 3)
         x_t, t, target = training_inputs(x0, k_in, flow_cfg, None, vae_f)
         drop = jax.random.bernoulli(k_drop, flow_cfg.caption_dropout, (x0.shape[0],))
-        rgb, _ = motion_condition(k_cond, batch["flow"], model.cfg, stage)
+        rgb, _ = motion_condition(
+            k_cond, batch["flow"], model.cfg, batch["stage"] if stage is None else stage
+        )
         v, upd = model.apply(
             {"params": params, "batch_stats": extra["batch_stats"]},
             x_t,
