@@ -30,3 +30,38 @@ __all__ = [
     "success_at_k",
     "evaluate",
 ]
+
+# Part 2: the encoder (BERT + ColBERT head), tokenisation, Hugging Face folders, losses and training.
+from colbert.bert import BertConfig, BertModel, ColBERT, ColBERTConfig, colbert_project, l2_normalize
+from colbert.encoder import Encoder, hf_to_params, params_to_hf
+from colbert.losses import (
+    colbert_loss,
+    group_scores,
+    inbatch_negative_cross_entropy,
+    kl_distillation,
+    nway_cross_entropy,
+)
+from colbert.tokenize import ColBERTTokenizer
+from colbert.train import make_batch, make_loss_fn, make_trainer, param_shardings
+
+__all__ += [
+    "BertConfig",
+    "BertModel",
+    "ColBERT",
+    "ColBERTConfig",
+    "colbert_project",
+    "l2_normalize",
+    "Encoder",
+    "hf_to_params",
+    "params_to_hf",
+    "ColBERTTokenizer",
+    "colbert_loss",
+    "group_scores",
+    "nway_cross_entropy",
+    "kl_distillation",
+    "inbatch_negative_cross_entropy",
+    "make_batch",
+    "make_loss_fn",
+    "make_trainer",
+    "param_shardings",
+]
