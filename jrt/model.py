@@ -40,15 +40,42 @@ def _out_std(cfg: JRTConfig) -> float:
     return cfg.init_std / math.sqrt(2 * cfg.n_layers)
 
 
+class Dense(nn.Module):
+    """x [..., *in] -> [..., *features] by a kernel [*in, *features] with logical axis names `axes`.
+
+    (flax's DenseGeneral initialises a flattened kernel, which breaks logical sharding constraints of
+    multi-axis kernels, so we build the kernel at its real shape.)
+    """
+
+    features: tuple[int, ...]
+    axes: tuple[str, ...]
+    n_in: int = 1  # number of trailing input axes contracted
+    std: float = 0.02
+    use_bias: bool = False
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        shape = (*x.shape[x.ndim - self.n_in :], *self.features)
+        kernel = self.param("kernel", _normal(self.std, self.axes), shape, self.param_dtype)
+        y = jnp.tensordot(x.astype(self.dtype), kernel.astype(self.dtype), axes=self.n_in)
+        if self.use_bias:
+            n_out = len(self.features)
+            bias = self.param("bias", _zeros(self.axes[-n_out:]), self.features, self.param_dtype)
+            y = y + bias.astype(self.dtype)
+        return y
+
+
 def _dense(cfg, features, axes, *, std=None, axis=-1, bias=False, name=None):
-    return nn.DenseGeneral(
-        features,
-        axis=axis,
+    return Dense(
+        features=(features,) if isinstance(features, int) else tuple(features),
+        axes=axes,
+        n_in=1 if axis == -1 else len(axis),
+        std=cfg.init_std if std is None else std,
         use_bias=bias,
         dtype=_DTYPES[cfg.dtype],
         param_dtype=_DTYPES[cfg.param_dtype],
-        kernel_init=_normal(cfg.init_std if std is None else std, axes),
-        bias_init=_zeros(axes[-1:] if isinstance(features, int) else axes[-len(features) :]),
         name=name,
     )
 
@@ -308,8 +335,8 @@ class LM(nn.Module):
 def init_params(cfg: JRTConfig, rng, *, seq_len: int | None = None):
     """Unsharded parameters of `LM(cfg)` (plain arrays, logical boxes removed)."""
     n = max(cfg.prefix_len, 1) if seq_len is None else seq_len
-    variables = LM(cfg).init(rng, jnp.zeros((1, n), jnp.int32))
-    return nn.meta.unbox(variables["params"])
+    init = jax.jit(lambda r: nn.meta.unbox(LM(cfg).init(r, jnp.zeros((1, n), jnp.int32))["params"]))
+    return init(rng)
 
 
 def param_count(params) -> int:
