@@ -106,7 +106,9 @@ try:
 
     t_mx = timeit(lambda: maxsim_cpu.maxsim_scores(Q, D))
     assert np.allclose(maxsim_cpu.maxsim_scores(Q, D), ours_scores, rtol=1e-4, atol=1e-3)
-    rows.append((f"float MaxSim, {work}", fmt_ms(t_ours), f"maxsim-cpu: {fmt_ms(t_mx)}", f"{t_mx / t_ours:.2f}x"))
+    rows.append(
+        (f"float MaxSim, {work}", fmt_ms(t_ours), f"maxsim-cpu: {fmt_ms(t_mx)}", f"{t_mx / t_ours:.2f}x")
+    )
 except ImportError:
     rows.append((f"float MaxSim, {work}", fmt_ms(t_ours), "maxsim-cpu not installed", "-"))
 
@@ -114,8 +116,17 @@ D_bits = colbert.binarize(Dj)
 Q_bits = colbert.binarize(Qj)
 t_bin = timeit(lambda: colbert.maxsim_binary(Qj, D_bits))
 t_ham = timeit(lambda: colbert.maxsim_hamming(Q_bits, D_bits))
-rows.append((f"float q x binary docs, {work}", fmt_ms(t_bin), f"our float: {fmt_ms(t_ours)}", f"{t_ours / t_bin:.2f}x"))
-rows.append((f"Hamming bit x bit, {work}", fmt_ms(t_ham), f"our float: {fmt_ms(t_ours)}", f"{t_ours / t_ham:.2f}x"))
+rows.append(
+    (
+        f"float q x binary docs, {work}",
+        fmt_ms(t_bin),
+        f"our float: {fmt_ms(t_ours)}",
+        f"{t_ours / t_bin:.2f}x",
+    )
+)
+rows.append(
+    (f"Hamming bit x bit, {work}", fmt_ms(t_ham), f"our float: {fmt_ms(t_ours)}", f"{t_ours / t_ham:.2f}x")
+)
 rows.append(("doc bytes per token, float32 vs packed bits", f"{D_bits.shape[-1]} B", f"{args.dim * 4} B",
              f"{args.dim * 4 / D_bits.shape[-1]:.0f}x smaller"))  # fmt: skip
 
@@ -136,7 +147,9 @@ if not args.skip_index:
     queries = np.stack(clustered_docs(rng, centers_i, args.queries, [args.query_len] * args.queries))
     total = int(lengths.sum())
     t0 = time.perf_counter()
-    index = colbert.Index.build(docs, nbits=args.nbits, num_centroids=args.num_centroids or None, progress=False)
+    index = colbert.Index.build(
+        docs, nbits=args.nbits, num_centroids=args.num_centroids or None, progress=False
+    )
     t_build = time.perf_counter() - t0
     k = 10
     exact_ids, _ = colbert.exhaustive_search(queries, docs, k=k)
@@ -156,7 +169,14 @@ if not args.skip_index:
     rows.append((f"PLAID search k=10, {args.queries} queries batched, per query", fmt_ms(t_batch / args.queries),
                  f"exhaustive float MaxSim: {fmt_ms(t_exh_b / args.queries)}",
                  f"{t_exh_b / t_batch:.2f}x"))  # fmt: skip
-    rows.append((f"PLAID Recall@10 vs exhaustive float MaxSim ({args.queries} queries)", f"{recall:.3f}", "1.000", "-"))
+    rows.append(
+        (
+            f"PLAID Recall@10 vs exhaustive float MaxSim ({args.queries} queries)",
+            f"{recall:.3f}",
+            "1.000",
+            "-",
+        )
+    )
     rows.append(("index bytes per vector (codes + residuals + IVF + offsets)", f"{index.bytes_per_vector:.1f} B",
                  f"float32: {args.dim * 4} B", f"{args.dim * 4 / index.bytes_per_vector:.1f}x smaller"))  # fmt: skip
 
@@ -165,7 +185,9 @@ devices = jax.devices()
 head = ("workload", "ours", "peer", "ratio")
 widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(4)]
 line = " | ".join
-print(f"machine: {devices[0].platform} x{len(devices)} ({devices[0].device_kind}), {os.cpu_count()} host cores, jax {jax.__version__}")
+print(
+    f"machine: {devices[0].platform} x{len(devices)} ({devices[0].device_kind}), {os.cpu_count()} host cores, jax {jax.__version__}"
+)
 print(line(h.ljust(w) for h, w in zip(head, widths)))
 print(line("-" * w for w in widths))
 for r in rows:

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 import colbert
-from colbert.codec import assign_nearest, default_num_centroids, kmeans, kmeans_plus_plus, pack_nbits, unpack_nbits
+from colbert.codec import (
+    assign_nearest,
+    default_num_centroids,
+    kmeans,
+    kmeans_plus_plus,
+    pack_nbits,
+    unpack_nbits,
+)
 
 
 def clustered(rng, n, dim, topics=12, noise=0.35):
@@ -96,7 +103,9 @@ def test_bucket_quantiles_are_over_all_dimensions():
     codec = colbert.ResidualCodec.train(x, nbits=2, num_centroids=4, seed=0)  # tiny: heldout = all
     r = (x - np.asarray(codec.centroids)[np.argmax(x @ np.asarray(codec.centroids).T, -1)]).ravel()
     np.testing.assert_allclose(codec.cutoffs, np.quantile(r, [0.25, 0.5, 0.75]), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(codec.weights, np.quantile(r, [0.125, 0.375, 0.625, 0.875]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        codec.weights, np.quantile(r, [0.125, 0.375, 0.625, 0.875]), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_default_num_centroids():

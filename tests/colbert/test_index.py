@@ -51,9 +51,6 @@ def test_search_recall_against_exhaustive(collection):
         D, mask = index.embeddings(ids[b])
         np.testing.assert_allclose(scores[b], colbert.maxsim(Q[b], D, None, mask), rtol=1e-5, atol=1e-5)
         assert np.all(np.diff(scores[b]) <= 0)
-    # single query == row of the batch
-    one_ids, one_scores = index.search(Q[1], k=10)
-    np.testing.assert_array_equal(one_ids, ids[1])
 
 
 def test_all_cells_and_no_pruning_is_exact_over_decompressed(collection):
@@ -103,14 +100,18 @@ def test_save_load_round_trip(collection, tmp_path):
     np.testing.assert_array_equal(loaded.search(Q, k=3)[0], index.search(Q, k=3)[0])
 
 
-def test_build_trains_its_own_codec_and_reports_size():
-    docs, Q = make_collection(1, n_docs=60, dim=32)
-    index = colbert.Index.build(docs, nbits=2, num_centroids=8, progress=False)
-    assert index.codec.nbits == 2 and index.codec.num_centroids == 8
-    assert index.codec.bytes_per_vector == 4 + 32 * 2 // 8
-    assert index.bytes_per_vector < 32 * 4 / 4  # well under float32 (128 B) including the IVF and offsets
-    ids, scores = index.search(Q[0], k=3)
-    assert ids.shape == (3,) and np.all(ids >= 0)
+def test_build_trains_its_own_codec_and_reports_size(collection):
+    docs, Q, codec = collection  # same shapes as the fixture's codec: reuses the compiled k-means
+    index = colbert.Index.build(docs, nbits=4, num_centroids=16, seed=0, progress=False)
+    assert index.codec.nbits == 4 and index.codec.num_centroids == 16
+    np.testing.assert_allclose(index.codec.centroids, codec.centroids, rtol=1e-6)  # every doc is sampled
+    assert index.codec.bytes_per_vector == 4 + 16 * 4 // 8
+    assert index.bytes_per_vector < 16 * 4 / 2  # well under float32 (64 B) including the IVF and offsets
+    one_ids, one_scores = index.search(Q[1], k=10)  # a single query == its row of the batch
+    ids, scores = index.search(Q, k=10)
+    assert one_ids.shape == (10,) and np.all(one_ids >= 0)
+    np.testing.assert_array_equal(one_ids, ids[1])
+    np.testing.assert_allclose(one_scores, scores[1], rtol=1e-6)
 
 
 def test_plaid_defaults():
@@ -129,6 +130,12 @@ def test_bad_input_messages(collection, tmp_path):
         index.search(Q[0], k=21)
     with pytest.raises(ValueError, match=r"Q must be \[Lq, 16\]"):
         index.search(np.ones((3, 8)))
+    with pytest.raises(ValueError, match="q_mask must have shape"):
+        index.search(Q[0], q_mask=np.ones(3, bool))
+    with pytest.raises(ValueError, match="ncells must be in"):
+        index.search(Q[0], ncells=17)
+    with pytest.raises(ValueError, match=r"doc ids must be in \[0, 20\)"):
+        index.embeddings([20])
     with pytest.raises(ValueError, match="document 1 has shape"):
         index.add([np.ones((2, 16)), np.ones((2, 8))])
     with pytest.raises(ValueError, match="non-empty list"):

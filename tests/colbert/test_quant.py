@@ -48,9 +48,7 @@ def test_binarize_packs_sign_bits_32x_smaller():
 
 
 @pytest.mark.parametrize("hamming", [False, True])
-@pytest.mark.parametrize(
-    "b,lq,n,ld,dim,chunk", [(1, 3, 4, 5, 8, 128), (2, 4, 5, 6, 32, 2), (2, 2, 3, 3, 48, None)]
-)
+@pytest.mark.parametrize("b,lq,n,ld,dim,chunk", [(1, 3, 4, 5, 8, 128), (2, 4, 5, 6, 48, 2)])
 def test_binary_scores_match_loops(hamming, b, lq, n, ld, dim, chunk):
     rng = np.random.default_rng(dim + n)
     Q = rng.standard_normal((b, lq, dim)).astype(np.float32)

@@ -26,7 +26,10 @@ def test_rerank_from_index_uses_decompressed_vectors():
     rng = np.random.default_rng(1)
     docs = [rng.standard_normal((5, 16)).astype(np.float32) for _ in range(30)]
     docs = [d / np.linalg.norm(d, axis=-1, keepdims=True) for d in docs]
-    index = colbert.Index.build(docs, nbits=4, num_centroids=8, progress=False)
+    centroids = np.stack(docs[:8])[:, 0]  # a hand-made codec: no k-means needed here
+    codec = colbert.ResidualCodec(centroids, np.array([-0.1, 0.0, 0.1], np.float32),
+                                  np.array([-0.2, -0.05, 0.05, 0.2], np.float32), nbits=2)  # fmt: skip
+    index = colbert.Index.build(docs, codec=codec, progress=False)
     Q = docs[3][:4]
     ids, scores = colbert.rerank(Q, np.arange(30), index, k=2)
     D, mask = index.embeddings(ids)
