@@ -13,7 +13,7 @@ from sae.interop import load_gemmascope, load_saelens, save_gemmascope, save_sae
 from sae.losses import sae_loss
 from sae.metrics import evaluate, score_recovered
 from sae.model import SAE, apply, decoder_directions, init_params
-from sae.train import fold_scale, make_loss_fn, make_optimizer, make_step, train
+from sae.training import fold_scale, make_loss_fn, make_optimizer, make_step, train
 
 __all__ = [
     "ARCHITECTURES",

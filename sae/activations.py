@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from sae.config import SAEConfig
+from sae.model import SAE, check_input, decoder_directions
 from sae.model import apply as sae_apply
-from sae.model import check_input, decoder_directions
 
 
 def _hook_path(hook: str) -> tuple[str, ...]:
@@ -31,6 +31,11 @@ def _hook_path(hook: str) -> tuple[str, ...]:
             f"hook must be a '/'-separated module path such as 'layer_2/resid_post'; got {hook!r}."
         )
     return tuple(p for p in hook.split("/") if p)
+
+
+def _targets(path: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    """Module paths a hook may name: the path itself, or its parent when the last part is a sown name."""
+    return (path, path[:-1]) if len(path) > 1 else (path,)
 
 
 def read_intermediate(state: Mapping, hook: str):
@@ -59,7 +64,7 @@ def capture(apply_fn: Callable, variables, hook: str, *args, **kwargs):
     outputs, state = apply_fn(
         variables,
         *args,
-        capture_intermediates=lambda mdl, method: mdl.path in (path, path[:-1]) and method == "__call__",
+        capture_intermediates=lambda mdl, method: mdl.path in _targets(path) and method == "__call__",
         mutable=["intermediates"],
         **kwargs,
     )
@@ -74,7 +79,12 @@ def patched(apply_fn: Callable, variables, hook: str, patch: Callable[[jax.Array
 
     def interceptor(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
-        if context.method_name == "__call__" and context.module.path in (path, path[:-1]):
+        module = context.module
+        if (
+            context.method_name == "__call__"
+            and not isinstance(module, SAE)
+            and module.path in _targets(path)
+        ):
             hit["count"] += 1
             return patch(out)
         return out

@@ -22,7 +22,7 @@ from sae.model import SAE, check_input
 def batch_statistics(cfg: SAEConfig, params, x):
     """Sums over a batch x [B, d_in] that ``evaluate`` pools: a dict of scalars and the per-latent
     firing counts [d_sae]."""
-    x_hat, f = SAE(cfg).apply({"params": params}, x)
+    x_hat, f = SAE(cfg, parent=None).apply({"params": params}, x)
     active = f != 0
     x_norm, x_hat_norm = jnp.sqrt(ops.sum_sq(x)), jnp.sqrt(ops.sum_sq(x_hat))
     dot = jnp.sum(x * x_hat, axis=-1)
@@ -90,7 +90,7 @@ def evaluate(
     n = total["n"]
     var_sum = total["m2"]  # sum ||x - mean||^2 over all tokens
     density = total["fires"] / n
-    hist, edges = np.histogram(np.log10(density + 1e-10), bins=bins, range=(-10.0, 0.0))
+    hist, edges = np.histogram(np.clip(np.log10(density + 1e-10), -10.0, 0.0), bins=bins, range=(-10.0, 0.0))
     out = {
         "tokens": int(n),
         "l0": float(total["l0"] / n),

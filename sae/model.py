@@ -137,9 +137,8 @@ def init_params(cfg: SAEConfig, rng, *, mesh=None, rules=None):
 
 def apply(cfg: SAEConfig, params, x, method: str = "__call__", **kwargs):
     """Run a method of SAE(cfg) with ``params``: ``apply(cfg, params, x, "encode")``."""
-    module = SAE(cfg)
-    fn = module.__call__ if method == "__call__" else getattr(SAE, method)
-    return module.apply({"params": params}, x, method=fn, **kwargs)
+    module = SAE(cfg, parent=None)  # top-level even when called inside another module (splice, steer)
+    return module.apply({"params": params}, x, method=method, **kwargs)
 
 
 def decoder_directions(params):

@@ -13,6 +13,7 @@ Checkpoints and resume come from ``jaxzoo.fit`` (``workdir=...``).
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -251,16 +252,16 @@ def initial_scale_and_bias(sample: np.ndarray, cfg: SAEConfig) -> tuple[float, n
 
 
 def init_state(
-    cfg: SAEConfig, sample: np.ndarray, *, steps: int, seed: int = 0, learning_rate=None, mesh=None
+    cfg: SAEConfig, sample: np.ndarray, *, steps: int, seed: int = 0, learning_rate=None, mesh=None, tx=None
 ):
-    """(TrainState, optimizer, state shardings or None) ready for ``make_step``."""
+    """(TrainState, optimizer) ready for ``make_step``; ``tx`` reuses an optimizer (else one is made)."""
     params, shardings = init_params(cfg, jax.random.key(seed), mesh=mesh)
     scale, b_dec = initial_scale_and_bias(sample, cfg)
     params = dict(params)
     params["b_dec"] = jax.device_put(b_dec, shardings["b_dec"] if shardings else None)
     if cfg.architecture == "batchtopk":
         params.pop("threshold")  # not trained by gradient: an EMA in extra, put back by ``train``
-    tx = make_optimizer(cfg, steps, learning_rate)
+    tx = make_optimizer(cfg, steps, learning_rate) if tx is None else tx
     extra = initial_extra(cfg, scale)
     if mesh is None:
         return jaxzoo.TrainState.create(params, tx, extra=extra), tx
@@ -270,9 +271,18 @@ def init_state(
 
 
 def make_step(cfg: SAEConfig, tx, *, mesh=None, donate: bool = True):
+    """The jitted (sharded when ``mesh``) train step ``step(state, batch, rng) -> (state, metrics)``."""
     return jaxzoo.make_train_step(
         make_loss_fn(cfg), tx, mesh=mesh, has_extra=True, post_update=post_update(cfg), donate=donate
     )
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_optimizer_and_step(cfg: SAEConfig, steps: int, learning_rate: float | None):
+    """One optimizer and compiled step per (config, steps, lr): repeated ``train`` calls (sweeps, resumes)
+    reuse the compilation."""
+    tx = make_optimizer(cfg, steps, learning_rate)
+    return tx, make_step(cfg, tx)
 
 
 def final_params(state, cfg: SAEConfig) -> dict:
@@ -316,8 +326,12 @@ def train(
     if cfg.architecture == "batchtopk" and cfg.k * batch_size > cfg.d_sae * batch_size:
         raise ValueError("k must be at most d_sae.")
     sample, source = _init_sample(activations, cfg, batch_size, seed)
-    state, tx = init_state(cfg, sample, steps=steps, seed=seed, learning_rate=learning_rate, mesh=mesh)
-    step = make_step(cfg, tx, mesh=mesh)
+    if mesh is None:
+        tx, step = _cached_optimizer_and_step(cfg, steps, learning_rate)
+        state, _ = init_state(cfg, sample, steps=steps, seed=seed, tx=tx)
+    else:
+        state, tx = init_state(cfg, sample, steps=steps, seed=seed, learning_rate=learning_rate, mesh=mesh)
+        step = make_step(cfg, tx, mesh=mesh)
     check = _Checked(cfg, batch_size)
     if callable(source):
         batches = lambda s: check(source(s))

@@ -1,0 +1,238 @@
+"""The SAE module, the training step (projection, folding, BatchTopK threshold, NaN skipping, sharding),
+the toy recovery, and the documented errors."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxzoo
+import sae
+from sae import training as sae_train
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+def toy(n=2048, d=16, seed=0):
+    x, _ = sae.toy.superposition_data(n, d_in=d, n_features=2 * d, avg_active=3, seed=seed)
+    return x
+
+
+def random_params(cfg, seed=0):
+    params, _ = sae.init_params(cfg, jax.random.key(seed))
+    rng = np.random.default_rng(seed)
+    return {k: jnp.asarray(v + 0.1 * rng.normal(size=v.shape).astype(np.float32)) for k, v in params.items()}
+
+
+@pytest.mark.parametrize("arch", sae.ARCHITECTURES)
+def test_module_forward_against_numpy(arch):
+    cfg = sae.SAEConfig(d_in=8, d_sae=16, architecture=arch, k=3)
+    p = {k: np.asarray(v, np.float64) for k, v in random_params(cfg).items()}
+    if "threshold" in p:
+        p["threshold"] = np.abs(p["threshold"]) + 0.05
+    x = np.random.default_rng(1).normal(size=(2, 3, 8)).astype(np.float32)  # extra leading axes
+    x_hat, f = jax.jit(lambda p, x: sae.apply(cfg, p, x))(
+        {k: jnp.asarray(v, jnp.float32) for k, v in p.items()}, x
+    )
+    want_f = np.zeros((2, 3, 16))
+    for a in range(2):
+        for b in range(3):
+            xc = x[a, b] - p["b_dec"]
+            if arch == "gated":
+                gate = xc @ p["W_enc"] + p["b_gate"]
+                mag = xc @ (p["W_enc"] * np.exp(p["r_mag"])) + p["b_mag"]
+                want_f[a, b] = (gate > 0) * np.maximum(mag, 0)
+                continue
+            z = xc @ p["W_enc"] + p["b_enc"]
+            if arch == "relu":
+                want_f[a, b] = np.maximum(z, 0)
+            elif arch == "topk":
+                for i in np.argsort(-z)[:3]:
+                    want_f[a, b, i] = max(z[i], 0)
+            else:  # jumprelu, and batchtopk at inference: z * 1[z > theta]
+                want_f[a, b] = np.where(z > p["threshold"], z, 0)
+    np.testing.assert_allclose(f, want_f, **TOL)
+    np.testing.assert_allclose(x_hat, want_f @ p["W_dec"] + p["b_dec"], **TOL)
+
+
+def test_parameters_have_logical_axes_and_shapes():
+    cfg = sae.SAEConfig(d_in=8, d_sae=16, architecture="gated")
+    boxed = sae.SAE(cfg).init(jax.random.key(0), jnp.zeros((1, 8)))["params"]
+    names = {k: v.names for k, v in boxed.items()}
+    assert names == {
+        "W_enc": ("embed", "latent"),
+        "W_dec": ("latent", "embed"),
+        "b_dec": ("embed",),
+        "b_gate": ("latent",),
+        "r_mag": ("latent",),
+        "b_mag": ("latent",),
+    }
+    params = jax.tree.map(np.asarray, sae.init_params(cfg, jax.random.key(0))[0])
+    np.testing.assert_allclose(params["W_enc"], params["W_dec"].T)
+    np.testing.assert_allclose(np.linalg.norm(params["W_dec"], axis=1), 1.0, rtol=1e-6)
+    relu = sae.init_params(sae.SAEConfig(d_in=8, d_sae=16, architecture="relu"), jax.random.key(0))[0]
+    np.testing.assert_allclose(np.linalg.norm(relu["W_dec"], axis=1), 0.1, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", sae.ARCHITECTURES)
+def test_folding_the_scale_leaves_outputs_unchanged(arch):
+    """SAE(s*x)/s with the unfolded weights == SAE(x) with the folded ones; latents identical."""
+    cfg = sae.SAEConfig(d_in=8, d_sae=16, architecture=arch, k=3)
+    p = random_params(cfg, seed=2)
+    if "threshold" in p:
+        p["threshold"] = jnp.abs(p["threshold"]) + 0.05
+    s = 3.7
+    x = np.random.default_rng(3).normal(size=(5, 8)).astype(np.float32)
+    x_hat_s, f_s = sae.apply(cfg, p, s * x)
+    x_hat, f = sae.apply(cfg, sae.fold_scale(p, s, cfg), x)
+    np.testing.assert_allclose(f, f_s, **TOL)
+    np.testing.assert_allclose(x_hat, x_hat_s / s, **TOL)
+
+
+# one small config shared by the training tests, so its step compiles once (sae.train caches it)
+SMALL = sae.SAEConfig(d_in=16, d_sae=32, architecture="topk", k=4, init_samples=256, dead_tokens=256)
+
+
+def test_decoder_stays_unit_norm_and_moves_under_projected_update():
+    cfg = SMALL
+    x = toy(512)
+    tx, step = sae_train._cached_optimizer_and_step(cfg, 6, None)
+    state, _ = sae_train.init_state(cfg, x[:256], steps=6, tx=tx)
+    w0 = np.asarray(state.params["W_dec"])
+    for i in range(4):
+        state, _ = step(state, x[i * 128 : (i + 1) * 128], jax.random.key(0))
+    w = np.asarray(state.params["W_dec"])
+    np.testing.assert_allclose(np.linalg.norm(w, axis=1), 1.0, rtol=1e-6)
+    assert np.abs(w - w0).max() > 1e-3
+    # the projected gradient is orthogonal to each row
+    grads = {"W_dec": jnp.asarray(np.random.default_rng(0).normal(size=w.shape), jnp.float32)}
+    projected, _ = sae_train.project_decoder_gradient().update(grads, None, {"W_dec": jnp.asarray(w)})
+    np.testing.assert_allclose(np.sum(np.asarray(projected["W_dec"]) * w, axis=1), 0.0, atol=1e-5)
+
+
+def test_batchtopk_inference_threshold_is_ema_of_min_kept_activation():
+    cfg = sae.SAEConfig(d_in=8, d_sae=16, architecture="batchtopk", k=2, batchtopk_threshold_decay=0.9)
+    p = random_params(cfg)
+    p.pop("threshold")
+    loss_fn = jax.jit(sae_train.make_loss_fn(cfg))
+    extra = sae_train.initial_extra(cfg, scale=1.0)
+    rng = np.random.default_rng(4)
+    want = 0.0
+    for t in range(4):
+        x = rng.normal(size=(6, 8)).astype(np.float32)
+        _, (_, extra) = loss_fn(p, extra, x, jax.random.key(0))
+        z = (x - np.asarray(p["b_dec"])) @ np.asarray(p["W_enc"]) + np.asarray(p["b_enc"])
+        kept = np.sort(np.maximum(z, 0).ravel())[::-1][: 2 * 6]
+        m = kept[kept > 0].min()
+        want = m if t == 0 else 0.9 * want + 0.1 * m
+        np.testing.assert_allclose(extra["threshold"], want, rtol=1e-5)
+    state = jaxzoo.TrainState(step=jnp.asarray(4), params=p, opt_state=None, extra=extra)
+    final = sae_train.final_params(state, cfg.replace(normalize_activations=False))
+    x = rng.normal(size=(5, 8)).astype(np.float32)
+    _, f = sae.apply(cfg, final, x)
+    z = (x - np.asarray(p["b_dec"])) @ np.asarray(p["W_enc"]) + np.asarray(p["b_enc"])
+    np.testing.assert_allclose(f, np.where(z > want, z, 0.0), **TOL)
+
+
+def test_nan_batch_is_skipped_counted_and_warned_once():
+    cfg = SMALL
+    x = toy(128 * 6)
+    batches = [x[i * 128 : (i + 1) * 128].copy() for i in range(6)]
+    batches[2][3, 5] = np.nan
+    batches[4][0, 0] = np.inf
+    with pytest.warns(RuntimeWarning, match="NaN or inf") as record:
+        params, history = sae.train(cfg, iter(batches), steps=6, batch_size=128, progress=False)
+    assert sum("NaN or inf" in str(w.message) for w in record) == 1
+    assert history[-1]["skipped"] == 2
+    assert all(np.isfinite(np.asarray(v)).all() for v in params.values())
+    assert np.isnan(history[2]["loss"]) and np.isfinite(history[3]["loss"])
+
+
+def test_sharded_step_equals_single_device():
+    """data=4, model=2 against one device, 3 steps of the TopK step, with half the latents marked dead so
+    the AuxK branch runs too."""
+    cfg = SMALL
+    x = toy(512, seed=5)
+    tx, step = sae_train._cached_optimizer_and_step(cfg, 6, None)
+    single, _ = sae_train.init_state(cfg, x[:256], steps=6, tx=tx)
+    mesh = jaxzoo.make_mesh({"data": 4, "model": 2})
+    sharded, tx2 = sae_train.init_state(cfg, x[:256], steps=6, mesh=mesh)
+    since = np.where(np.arange(cfg.d_sae) % 2 == 0, cfg.dead_tokens, 0).astype(np.int32)
+    single = single.replace(extra={**single.extra, "tokens_since_fired": jnp.asarray(since)})
+    sharded_since = jax.device_put(since, sharded.extra["tokens_since_fired"].sharding)
+    sharded = sharded.replace(extra={**sharded.extra, "tokens_since_fired": sharded_since})
+    assert sharded.params["W_enc"].sharding.spec == jax.sharding.PartitionSpec(None, "model")
+    sharded_step = sae_train.make_step(cfg, tx2, mesh=mesh)
+    auxk = []
+    for i in range(3):
+        batch = x[i * 128 : (i + 1) * 128]
+        single, m1 = step(single, batch, jax.random.key(1))
+        sharded, m2 = sharded_step(sharded, jaxzoo.shard_batch(batch, mesh), jax.random.key(1))
+        np.testing.assert_allclose(m1["loss"], m2["loss"], **TOL)
+        auxk.append(float(m1["auxk"]))
+    assert sharded.params["W_dec"].sharding.spec == jax.sharding.PartitionSpec("model", None)
+    for k in single.params:
+        np.testing.assert_allclose(single.params[k], sharded.params[k], err_msg=k, **TOL)
+    np.testing.assert_array_equal(single.extra["tokens_since_fired"], sharded.extra["tokens_since_fired"])
+    assert auxk[0] > 0
+
+
+def test_toy_recovery_topk():
+    x, features = sae.toy.superposition_data(30_000, d_in=32, n_features=48, avg_active=3, seed=0)
+    cfg = sae.SAEConfig(d_in=32, d_sae=96, architecture="topk", k=4, init_samples=4096, lr_decay_fraction=0.2)
+    params, history = sae.train(cfg, x, steps=250, batch_size=512, learning_rate=3e-3, progress=False)
+    rec = sae.toy.recovery(params, features)
+    assert rec["mmcs"] >= 0.9, rec
+    assert history[-1]["explained_variance"] > 0.8
+
+
+def test_train_resumes_from_checkpoint(tmp_path):
+    """An interrupted run (here: one told to stop at step 3, whose schedule equals the 6-step one up to
+    there) resumes from its checkpoint and ends where an uninterrupted run ends."""
+    cfg = SMALL
+    x = toy(1024)
+    full, _ = sae.train(cfg, x, steps=6, batch_size=128, progress=False)
+    sae.train(cfg, x, steps=3, batch_size=128, progress=False, workdir=tmp_path, checkpoint_every=3)
+    resumed, history = sae.train(cfg, x, steps=6, batch_size=128, progress=False, workdir=tmp_path)
+    assert [h["step"] for h in history] == [1, 2, 3, 4, 5, 6]
+    for k in full:
+        np.testing.assert_allclose(full[k], resumed[k], err_msg=k, **TOL)
+
+
+# --- documented errors ----------------------------------------------------------------------------------
+
+
+def test_error_unknown_architecture():
+    with pytest.raises(ValueError, match="unknown SAE architecture 'vanilla'"):
+        sae.SAEConfig(architecture="vanilla")
+
+
+@pytest.mark.parametrize("k", [0, 65])
+def test_error_k_out_of_range(k):
+    with pytest.raises(ValueError, match="k must be between 1 and d_sae=64"):
+        sae.SAEConfig(d_in=8, d_sae=64, architecture="topk", k=k)
+
+
+def test_error_activations_wrong_width():
+    cfg = sae.SAEConfig(d_in=8, d_sae=64)
+    with pytest.raises(ValueError, match=r"activations must have shape \[N, d_in=8\]; got \(10, 7\)"):
+        sae.train(cfg, np.zeros((10, 7), np.float32), steps=1, batch_size=2)
+    with pytest.raises(ValueError, match=r"activation batches must have shape \[batch, d_in=8\]"):
+        sae.train(cfg, iter([np.zeros((4, 9), np.float32)]), steps=1, batch_size=4)
+    params = sae.init_params(cfg, jax.random.key(0))[0]
+    with pytest.raises(ValueError, match=r"shape \[..., d_in=8\]; got shape \(3, 5\)"):
+        sae.apply(cfg, params, np.zeros((3, 5), np.float32))
+
+
+def test_error_too_few_activations_for_a_batch():
+    with pytest.raises(ValueError, match="need at least batch_size=64"):
+        sae.train(sae.SAEConfig(d_in=8, d_sae=64), np.ones((10, 8), np.float32), steps=1, batch_size=64)
+
+
+def test_no_warning_on_clean_data():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        params, history = sae.train(SMALL, toy(1024), steps=6, batch_size=128, progress=False)
+    assert history[-1]["skipped"] == 0
