@@ -198,3 +198,14 @@ def test_error_negative_steps():
 def test_error_baseline_bound_negative():
     with pytest.raises(ValueError, match="bound must be non-negative"):
         it.learn_baseline(lambda xs: xs.sum(), np.zeros(2), np.zeros(2), [[0], [1]], bound=-1.0)
+
+
+def test_no_recompile_across_steps_and_hyperparameters():
+    from interact.andor import _extract
+
+    v = np.random.default_rng(11).normal(size=(2, 64)).astype(np.float32)
+    it.extract_and_or(v, steps=5, lr=1e-3)
+    before = _extract._cache_size()
+    for steps, lr, q_bound, merge in [(7, 1e-2, 0.02, True), (3, 1e-4, 0.1, False)]:
+        it.extract_and_or(v, steps=steps, lr=lr, q_bound=q_bound, merge_singletons=merge)
+    assert _extract._cache_size() == before

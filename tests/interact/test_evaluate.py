@@ -207,3 +207,17 @@ def test_error_fn_not_scalar():
 def test_error_log_odds_one_class():
     with pytest.raises(ValueError, match="C >= 2 classes"):
         it.log_odds(np.zeros((3, 1)), 0)
+
+
+def test_no_recompile_when_fn_args_change():
+    from interact.evaluate import _run
+
+    fn = lambda xs, w, y: jnp.dot(xs, w) * y
+    x, b = np.ones(4, np.float32), np.zeros(4, np.float32)
+    players = [[0], [1], [2], [3]]
+    it.evaluate_subsets(fn, x, b, players, batch_size=4, fn_args=(np.ones(4, np.float32), 1.0))
+    before = _run._cache_size()
+    for seed in range(3):
+        w = np.random.default_rng(seed).normal(size=4).astype(np.float32)
+        it.evaluate_subsets(fn, x + seed, b, players, batch_size=4, fn_args=(w, float(seed)))
+    assert _run._cache_size() == before
