@@ -387,7 +387,9 @@ def _plaid_stages(dev, S, q_mask, Q, cand, valid, threshold, *, n1, n2, k, nbits
         top, i3 = jax.lax.top_k(s3, k)
         return p2[i3], top
 
-    return jax.vmap(one)(S, q_mask, Q, cand, valid)
+    # lax.map, not vmap: one query at a time keeps the [C, lmax, Lq] block per query (vmap turned the
+    # St[codes] lookup into a batched gather that ran 2.5x slower per query on CPU).
+    return jax.lax.map(lambda a: one(*a), (S, q_mask, Q, cand, valid))
 
 
 def exhaustive_search(Q, docs, k: int = 10, q_mask=None, chunk_size: int | None = 256):
