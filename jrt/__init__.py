@@ -17,6 +17,8 @@ from jrt.ops import (
     prefix_linear_attention,
     taylor_feature_map,
 )
+from jrt.prompt import contains_match, jrt_prompt, jrt_prompt_text, truncate_context
+from jrt.train import TrainConfig, create_train_state, lr_schedule, make_optimizer, make_train_step
 
 __all__ = [
     "IGNORE",
@@ -42,4 +44,13 @@ __all__ = [
     "prefill_cache",
     "prefix_linear_attention",
     "taylor_feature_map",
+    "TrainConfig",
+    "contains_match",
+    "create_train_state",
+    "jrt_prompt",
+    "jrt_prompt_text",
+    "lr_schedule",
+    "make_optimizer",
+    "make_train_step",
+    "truncate_context",
 ]

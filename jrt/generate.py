@@ -55,13 +55,14 @@ def decode_token(params, cfg: JRTConfig, cache, token):
     return logits[:, 0], variables["cache"]
 
 
-def _sample(logits, rng, temperature: float):
-    if temperature == 0.0:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    return jax.random.categorical(rng, logits / temperature, axis=-1).astype(jnp.int32)
+def _sample(logits, rng, temperature):
+    """Greedy where temperature == 0, else a draw from softmax(logits / temperature); temperature is traced."""
+    greedy = jnp.argmax(logits, axis=-1)
+    drawn = jax.random.categorical(rng, logits / jnp.maximum(temperature, 1e-6), axis=-1)
+    return jnp.where(temperature > 0, drawn, greedy).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "temperature"))
+@functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens"))
 def _generate(params, cfg, prompt, mask, rng, max_new_tokens, temperature):
     logits, cache = prefill_cache(params, cfg, prompt, mask)
     keys = jax.random.split(rng, max_new_tokens)
@@ -108,5 +109,5 @@ def generate(
             f"{total} tokens, longer than the configured context max_len={cfg.max_len}."
         )
     rng = jax.random.key(0) if rng is None else rng
-    tokens, logits = _generate(params, cfg, prompt, mask, rng, int(max_new_tokens), float(temperature))
+    tokens, logits = _generate(params, cfg, prompt, mask, rng, int(max_new_tokens), jnp.float32(temperature))
     return (tokens, logits) if return_logits else tokens
