@@ -221,8 +221,21 @@ class ResidualCodec:
         cents = kmeans(train_x, k, niters=kmeans_niters, key=jax.random.key(seed), mesh=mesh)
         cents = cents / jnp.maximum(jnp.linalg.norm(cents, axis=-1, keepdims=True), 1e-12)
         cents = jax.device_put(cents, jax.devices()[0]) if mesh is not None else cents
-        codes = nearest_codes(jnp.asarray(heldout), cents)
-        resid = np.asarray(jnp.asarray(heldout) - cents[codes]).ravel()
+        return cls.fit_buckets(cents, heldout, nbits=nbits)
+
+    @classmethod
+    def fit_buckets(cls, centroids, heldout, *, nbits: int = 2) -> ResidualCodec:
+        """A codec for given unit centroids [K, dim], with bucket cutoffs and weights from the residuals of
+        heldout [n, dim] (all dimensions flattened). Lets one set of centroids serve several nbits."""
+        check_nbits(nbits)
+        cents = jnp.asarray(centroids, jnp.float32)
+        heldout = jnp.asarray(heldout, jnp.float32)
+        if heldout.ndim != 2 or heldout.shape[1] != cents.shape[1]:
+            raise ValueError(
+                f"heldout must be [n, {cents.shape[1]}] like the centroids; got {tuple(heldout.shape)}."
+            )
+        codes = nearest_codes(heldout, cents)
+        resid = np.asarray(heldout - cents[codes]).ravel()
         levels = 2**nbits
         cutoffs = np.quantile(resid, np.arange(1, levels) / levels).astype(np.float32)
         weights = np.quantile(resid, (np.arange(levels) + 0.5) / levels).astype(np.float32)

@@ -108,6 +108,17 @@ def test_bucket_quantiles_are_over_all_dimensions():
     )
 
 
+def test_fit_buckets_reuses_centroids():
+    x = clustered(np.random.default_rng(4), 300, 16)
+    codec = colbert.ResidualCodec.train(x, nbits=2, num_centroids=4, seed=0)
+    again = colbert.ResidualCodec.fit_buckets(codec.centroids, x, nbits=2)
+    np.testing.assert_array_equal(again.cutoffs, codec.cutoffs)
+    one = colbert.ResidualCodec.fit_buckets(codec.centroids, x, nbits=1)
+    assert one.nbits == 1 and one.cutoffs.shape == (1,) and one.weights.shape == (2,)
+    with pytest.raises(ValueError, match=r"heldout must be \[n, 16\]"):
+        colbert.ResidualCodec.fit_buckets(codec.centroids, x[:, :8])
+
+
 def test_default_num_centroids():
     assert default_num_centroids(100_000) == 4096  # 16 sqrt(1e5) = 5059 -> 2^12
     assert default_num_centroids(1000) == 256
