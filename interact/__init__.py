@@ -2,6 +2,13 @@
 
 Follows Li & Zhang (ICML'23), Chen et al. (ICLR'24), Zhang et al. (arXiv 2405.10262) and Ren et al.
 (arXiv 2407.19198). Subset index m in [0, 2^n): bit i says whether player i is present.
+
+    fn = lambda xs, params, y: interact.log_odds(model.apply(params, xs), y)
+    v = interact.evaluate_subsets(fn, x, baseline, players, batch_size=256, fn_args=(params, y))  # [2^n]
+    i_and = interact.harsanyi(v)                       # Harsanyi dividends, O(n 2^n)
+    res = interact.extract_and_or(v, q_bound=0.04, steps=10_000, lr=1e-5)   # sparse AND + OR
+    pos, neg = interact.order_strengths(res.i_and, res.i_or)                # A_k^+, A_k^-
+    phi = interact.shapley_values(res.i_and, res.i_or)                      # sums to v(N) - v(empty)
 """
 
 from interact.andor import (
