@@ -12,6 +12,8 @@ spatial_blocks_{i}, temporal_blocks_{i}, final_layer. With `cfg.scan` the pairs 
 
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -45,6 +47,36 @@ def _dense(features, names, name, dtype, kernel_init=None, bias_names=None):
     )
 
 
+class Linear(nn.Module):
+    """y = x W + b contracting the last `n_in` axes of x; W [*in_shape, *features] with logical `names`.
+
+    Like nn.DenseGeneral, but the kernel is created at its full shape so logical names fit it (DenseGeneral
+    initialises a flattened 2-D kernel, which a 4-name sharding annotation cannot describe). Xavier-uniform
+    over the flattened (fan_in, fan_out), as torch's Linear with Open-Sora's init; `zero` gives zeros.
+    """
+
+    features: tuple[int, ...]
+    names: tuple[str | None, ...]
+    n_in: int = 1
+    zero: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        in_shape = x.shape[x.ndim - self.n_in :]
+
+        def init(key, shape, dtype=jnp.float32):
+            if self.zero:
+                return jnp.zeros(shape, dtype)
+            flat = (math.prod(in_shape), math.prod(self.features))
+            return _xavier()(key, flat, dtype).reshape(shape)
+
+        kernel = self.param("kernel", _p(init, self.names), tuple(in_shape) + tuple(self.features))
+        bias = self.param("bias", _p(_zeros, self.names[self.n_in :]), tuple(self.features))
+        y = jnp.tensordot(x.astype(self.dtype), kernel.astype(self.dtype), axes=self.n_in)
+        return y + bias.astype(self.dtype)
+
+
 class RMSNorm(nn.Module):
     """LlamaRMSNorm over head_dim (eps 1e-6, float32), as Open-Sora's QK-norm."""
 
@@ -73,13 +105,9 @@ class SelfAttention(nn.Module):
         b, t, h, w, c = x.shape
         n, d = cfg.num_heads, cfg.head_dim
         dtype = _dtype(cfg)
-        qkv = nn.DenseGeneral(
-            (3, n, d),
-            kernel_init=_p(_xavier(), ("embed", None, "heads", "head_dim")),
-            bias_init=_p(_zeros, (None, "heads", "head_dim")),
-            dtype=dtype,
-            name="qkv",
-        )(x.reshape(b, t, h * w, c))  # [B, T, S, 3, N, D]
+        qkv = Linear((3, n, d), ("embed", None, "heads", "head_dim"), dtype=dtype, name="qkv")(
+            x.reshape(b, t, h * w, c)
+        )  # [B, T, S, 3, N, D]
         q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]  # [B, T, S, N, D]
         if cfg.qk_norm:
             q, k = RMSNorm(d, name="q_norm")(q), RMSNorm(d, name="k_norm")(k)
@@ -90,16 +118,8 @@ class SelfAttention(nn.Module):
             o = ops.temporal_attention(q, k, v)
         else:
             o = ops.spatial_attention(q, k, v)
-        o = nn.DenseGeneral(
-            c,
-            axis=(-2, -1),
-            kernel_init=_p(
-                _zeros if self.temporal else _xavier(),
-                ("heads", "head_dim", "embed"),
-            ),
-            bias_init=_p(_zeros, ("embed",)),
-            dtype=dtype,
-            name="proj",
+        o = Linear(
+            (c,), ("heads", "head_dim", "embed"), n_in=2, zero=self.temporal, dtype=dtype, name="proj"
         )(o)  # [B, T, S, C]
         return o.reshape(b, t, h, w, c)
 
@@ -119,31 +139,15 @@ class CrossAttention(nn.Module):
         b, t, h, w, c = x.shape
         n, d = cfg.num_heads, cfg.head_dim
         dtype = _dtype(cfg)
-        q = nn.DenseGeneral(
-            (n, d),
-            kernel_init=_p(_xavier(), ("embed", "heads", "head_dim")),
-            bias_init=_p(_zeros, ("heads", "head_dim")),
-            dtype=dtype,
-            name="q_linear",
-        )(x.reshape(b, t * h * w, c))  # [B, L, N, D]
-        kv = nn.DenseGeneral(
-            (2, n, d),
-            kernel_init=_p(_xavier(), ("embed", None, "heads", "head_dim")),
-            bias_init=_p(_zeros, (None, "heads", "head_dim")),
-            dtype=dtype,
-            name="kv_linear",
-        )(y)  # [B, Ly, 2, N, D]
+        q = Linear((n, d), ("embed", "heads", "head_dim"), dtype=dtype, name="q_linear")(
+            x.reshape(b, t * h * w, c)
+        )  # [B, L, N, D]
+        kv = Linear((2, n, d), ("embed", None, "heads", "head_dim"), dtype=dtype, name="kv_linear")(
+            y
+        )  # [B, Ly, 2, N, D]
         o = ops.attention(q, kv[:, :, 0], kv[:, :, 1], y_mask)  # [B, L, N, D]
-        o = nn.DenseGeneral(
-            c,
-            axis=(-2, -1),
-            kernel_init=_p(
-                _zeros if self.zero_proj else _xavier(),
-                ("heads", "head_dim", "embed"),
-            ),
-            bias_init=_p(_zeros, ("embed",)),
-            dtype=dtype,
-            name="proj",
+        o = Linear(
+            (c,), ("heads", "head_dim", "embed"), n_in=2, zero=self.zero_proj, dtype=dtype, name="proj"
         )(o)
         return o.reshape(b, t, h, w, c)
 

@@ -15,6 +15,7 @@ import flax.linen as nn
 import numpy as np
 
 from tora import ops
+from tora.stdit import Linear
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +69,7 @@ class TokenTextEncoder(nn.Module):
         h = emb + pos[None, : ids.shape[1]]
         n, d = cfg.num_heads, cfg.width // cfg.num_heads
         a = ops.layer_norm(h, 1e-5)
-        qkv = nn.DenseGeneral((3, n, d), name="qkv")(a)  # [B, L, 3, N, D]
+        qkv = Linear((3, n, d), ("caption", None, "heads", "head_dim"), name="qkv")(a)  # [B, L, 3, N, D]
         o = ops.attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], mask.astype(bool))
         h = h + nn.DenseGeneral(cfg.width, axis=(-2, -1), name="proj")(o)
         m = nn.Dense(cfg.width, name="mlp_out")(
