@@ -198,7 +198,21 @@ def evaluate_subsets(
     padded = -(-num // (shards * local)) * shards * local  # every device runs whole batches
     subsets = jnp.arange(padded, dtype=jnp.int32) % num  # padding re-evaluates valid subsets, then is cut
     subsets = jax.device_put(subsets, NamedSharding(mesh, P(axis)))
+    x, baseline, member, fn_args = _onto_mesh(mesh, (x, baseline, member, fn_args))
     return _run_sharded(fn, x, baseline, member, subsets, local, player_ndim, mesh, axis, fn_args)[:num]
+
+
+def _onto_mesh(mesh: Mesh, tree):
+    """Arrays already spread over the mesh's devices stay as they are (jit reshards them as needed);
+    everything else (host arrays, arrays committed to one device) is replicated onto the mesh."""
+    devices = set(mesh.devices.flat)
+
+    def put(a):
+        if isinstance(a, jax.Array) and set(a.sharding.device_set) == devices:
+            return a
+        return jax.device_put(a, NamedSharding(mesh, P()))
+
+    return jax.tree.map(put, tree)
 
 
 def interactions_of(

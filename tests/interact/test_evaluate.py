@@ -221,3 +221,18 @@ def test_no_recompile_when_fn_args_change():
         w = np.random.default_rng(seed).normal(size=4).astype(np.float32)
         it.evaluate_subsets(fn, x + seed, b, players, batch_size=4, fn_args=(w, float(seed)))
     assert _run._cache_size() == before
+
+
+def test_sharded_accepts_arrays_committed_to_one_device():
+    # E.g. parameters restored from a checkpoint onto device 0, while the subsets are split over the mesh.
+    dev0 = jax.devices()[0]
+    x = jax.device_put(np.arange(1.0, 5.0, dtype=np.float32), dev0)
+    w = jax.device_put(np.ones(4, np.float32), dev0)
+    fn = lambda xs, w: jnp.tanh(xs @ w)
+    players = [[0], [1], [2], [3]]
+    single = it.evaluate_subsets(fn, x, np.zeros(4, np.float32), players, batch_size=8, fn_args=(w,))
+    mesh = make_mesh({"data": 8})
+    sharded = it.evaluate_subsets(
+        fn, x, np.zeros(4, np.float32), players, batch_size=8, fn_args=(w,), mesh=mesh
+    )
+    np.testing.assert_allclose(sharded, single, atol=1e-6)
