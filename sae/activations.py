@@ -153,7 +153,8 @@ class ActivationStore:
 
     ``inputs`` is an iterable of model-input batches: dicts of keyword arguments for ``apply_fn`` (e.g.
     ``{"input_ids": ..., "attention_mask": ...}``) or tuples of positional ones. Positions where
-    ``inputs[mask_key] == 0`` (padding) are dropped. Activations go through a mixing buffer (as SAELens):
+    ``inputs[mask_key] == 0`` (padding) are dropped, or where ``token_mask(inputs)`` is False when given (e.g.
+    to drop special tokens too). Activations go through a mixing buffer (as SAELens):
     once it holds ``buffer_size`` rows it is shuffled, half is served, half is kept to mix with new ones.
     Iterating ends when ``inputs`` ends (wrap it in ``itertools.cycle`` for more epochs).
     """
@@ -170,6 +171,7 @@ class ActivationStore:
         mask_key: str | None = "attention_mask",
         seed: int = 0,
         jit: bool = True,
+        token_mask: Callable[[Any], Any] | None = None,
     ):
         _hook_path(hook)
         if batch_size < 1 or buffer_size < 2 * batch_size:
@@ -178,6 +180,7 @@ class ActivationStore:
             )
         self.apply_fn, self.variables, self.inputs, self.hook = apply_fn, variables, inputs, hook
         self.batch_size, self.buffer_size, self.mask_key = batch_size, buffer_size, mask_key
+        self.token_mask = token_mask
         self.rng = np.random.default_rng(seed)
         run = lambda variables, args, kwargs: capture(apply_fn, variables, hook, *args, **kwargs)[1]
         self._run = jax.jit(run) if jit else run
@@ -190,8 +193,12 @@ class ActivationStore:
         else:
             args = tuple(model_inputs)
         acts = np.asarray(self._run(self.variables, args, kwargs), np.float32)
-        if self.mask_key is not None and self.mask_key in kwargs:
+        mask = None
+        if self.token_mask is not None:
+            mask = np.asarray(self.token_mask(model_inputs)).astype(bool)
+        elif self.mask_key is not None and self.mask_key in kwargs:
             mask = np.asarray(kwargs[self.mask_key]).astype(bool)
+        if mask is not None:
             if mask.shape != acts.shape[:-1]:
                 raise ValueError(
                     f"{self.mask_key} has shape {mask.shape}; activations have {acts.shape[:-1]}."
