@@ -83,6 +83,10 @@ class SAEConfig:
         for name in ("l1_coefficient", "l0_coefficient", "aux_coefficient", "grad_clip", "init_samples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative; got {getattr(self, name)}.")
+        if self.resample_every and self.architecture not in ("relu", "gated"):
+            raise ValueError(
+                f"resample_every is for relu and gated SAEs (TopK/BatchTopK use AuxK); got {self.architecture!r}."
+            )
         if self.dead_tokens < 1:
             raise ValueError(f"dead_tokens must be positive; got {self.dead_tokens}.")
 

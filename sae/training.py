@@ -277,12 +277,78 @@ def make_step(cfg: SAEConfig, tx, *, mesh=None, donate: bool = True):
     )
 
 
+def resample_dead(state, batch, rng, cfg: SAEConfig):
+    """Re-initialise dead latents (dictionary_learning / Anthropic 2023 resampling), for ReLU and Gated SAEs.
+
+    Each dead latent i gets an input x_j drawn with probability proportional to ||x_j - x_hat_j||^2 (our
+    reading; the note marks the exact weighting as a guess): W_dec,i = x_j/||x_j||, encoder column
+    = 0.2 * (mean alive encoder-column norm) * x_j/||x_j||, its biases 0, and its Adam moments zeroed.
+    """
+    params, extra = dict(state.params), dict(state.extra)
+    x = jnp.asarray(batch, jnp.float32) * extra["scale"]
+    dead = dead_latents(cfg, extra)
+    _, aux = losses.sae_loss(params, x, dead, 0.0, cfg)
+    err = ops.sum_sq(x - aux["x_hat"])
+    probs = err / jnp.maximum(jnp.sum(err), 1e-30)
+    picks = jax.random.choice(rng, x.shape[0], (cfg.d_sae,), p=probs)
+    directions = ops.normalize_rows(x[picks])  # [m, d]
+    enc_norms = jnp.sqrt(jnp.sum(params["W_enc"] ** 2, axis=0))
+    alive = ~dead
+    alive_norm = jnp.where(jnp.any(alive), jnp.sum(enc_norms * alive) / jnp.maximum(jnp.sum(alive), 1), 1.0)
+    params["W_dec"] = jnp.where(dead[:, None], directions, params["W_dec"])
+    params["W_enc"] = jnp.where(dead[None, :], 0.2 * alive_norm * directions.T, params["W_enc"])
+    for name in ("b_enc", "b_gate", "b_mag", "r_mag"):
+        if name in params:
+            params[name] = jnp.where(dead, 0.0, params[name])
+
+    def zero_moments(path, leaf):
+        keys = [p.key for p in path if isinstance(p, jax.tree_util.DictKey)]
+        if not keys or keys[-1] not in params or jnp.shape(leaf) != jnp.shape(params[keys[-1]]):
+            return leaf
+        if keys[-1] == "W_enc":
+            return jnp.where(dead[None, :], 0.0, leaf)
+        if keys[-1] == "W_dec":
+            return jnp.where(dead[:, None], 0.0, leaf)
+        if jnp.shape(leaf) == (cfg.d_sae,):
+            return jnp.where(dead, 0.0, leaf)
+        return leaf
+
+    opt_state = jax.tree_util.tree_map_with_path(zero_moments, state.opt_state)
+    extra["tokens_since_fired"] = jnp.where(dead, 0, extra["tokens_since_fired"])
+    return state.replace(params=params, opt_state=opt_state, extra=extra)
+
+
+def with_resampling(step, cfg: SAEConfig, *, mesh=None):
+    """Wrap a train step so that every ``cfg.resample_every`` steps dead latents are resampled (a host-side
+    check of the step counter; the resampling itself is one jitted function)."""
+    if not cfg.resample_every:
+        return step
+    if cfg.architecture not in ("relu", "gated"):
+        raise ValueError(
+            f"resample_every is for relu and gated SAEs (TopK/BatchTopK use AuxK); got {cfg.architecture!r}."
+        )
+    compiled = {}
+
+    def wrapped(state, batch, rng):
+        state, metrics = step(state, batch, rng)
+        count = int(state.step)
+        if count % cfg.resample_every == 0:
+            if "fn" not in compiled:
+                fn = functools.partial(resample_dead, cfg=cfg)
+                out = jaxzoo.shardings_of(state) if mesh is not None else None
+                compiled["fn"] = jax.jit(fn, out_shardings=out) if out is not None else jax.jit(fn)
+            state = compiled["fn"](state, batch, jax.random.fold_in(rng, count))
+        return state, metrics
+
+    return wrapped
+
+
 @functools.lru_cache(maxsize=16)
 def _cached_optimizer_and_step(cfg: SAEConfig, steps: int, learning_rate: float | None):
     """One optimizer and compiled step per (config, steps, lr): repeated ``train`` calls (sweeps, resumes)
     reuse the compilation."""
     tx = make_optimizer(cfg, steps, learning_rate)
-    return tx, make_step(cfg, tx)
+    return tx, with_resampling(make_step(cfg, tx), cfg)
 
 
 def final_params(state, cfg: SAEConfig) -> dict:
@@ -323,15 +389,13 @@ def train(
         raise ValueError(
             f"steps and batch_size must be positive; got steps={steps}, batch_size={batch_size}."
         )
-    if cfg.architecture == "batchtopk" and cfg.k * batch_size > cfg.d_sae * batch_size:
-        raise ValueError("k must be at most d_sae.")
     sample, source = _init_sample(activations, cfg, batch_size, seed)
     if mesh is None:
         tx, step = _cached_optimizer_and_step(cfg, steps, learning_rate)
         state, _ = init_state(cfg, sample, steps=steps, seed=seed, tx=tx)
     else:
         state, tx = init_state(cfg, sample, steps=steps, seed=seed, learning_rate=learning_rate, mesh=mesh)
-        step = make_step(cfg, tx, mesh=mesh)
+        step = with_resampling(make_step(cfg, tx, mesh=mesh), cfg, mesh=mesh)
     check = _Checked(cfg, batch_size)
     if callable(source):
         batches = lambda s: check(source(s))

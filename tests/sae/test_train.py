@@ -236,3 +236,50 @@ def test_no_warning_on_clean_data():
         warnings.simplefilter("error", RuntimeWarning)
         params, history = sae.train(SMALL, toy(1024), steps=6, batch_size=128, progress=False)
     assert history[-1]["skipped"] == 0
+
+
+def test_resampling_reinitialises_only_dead_latents():
+    cfg = sae.SAEConfig(
+        d_in=8, d_sae=16, architecture="relu", resample_every=2, init_samples=64, dead_tokens=64
+    )
+    x = toy(64, d=8)
+    state, tx = sae_train.init_state(cfg, x, steps=4)
+    state, _ = jax.jit(sae_train.make_step(cfg, tx, donate=False))(
+        state, x, jax.random.key(0)
+    )  # Adam moments != 0
+    dead = np.arange(16) % 3 == 0
+    state = state.replace(
+        extra={**state.extra, "tokens_since_fired": jnp.where(dead, 64, 0).astype(jnp.int32)}
+    )
+    new = sae_train.resample_dead(state, x, jax.random.key(1), cfg)
+    p, q = (
+        {k: np.asarray(v) for k, v in state.params.items()},
+        {k: np.asarray(v) for k, v in new.params.items()},
+    )
+    xs = x * float(state.extra["scale"])
+    units = xs / np.linalg.norm(xs, axis=1, keepdims=True)
+    alive_norm = np.linalg.norm(p["W_enc"], axis=0)[~dead].mean()
+    for i in range(16):
+        if dead[i]:
+            assert np.abs(units @ q["W_dec"][i] - 1).min() < 1e-5  # a normalised input
+            np.testing.assert_allclose(q["W_enc"][:, i], 0.2 * alive_norm * q["W_dec"][i], **TOL)
+            assert q["b_enc"][i] == 0
+        else:
+            np.testing.assert_array_equal(q["W_dec"][i], p["W_dec"][i])
+            np.testing.assert_array_equal(q["W_enc"][:, i], p["W_enc"][:, i])
+    adam = [
+        s for s in jax.tree.leaves(new.opt_state, is_leaf=lambda s: hasattr(s, "mu")) if hasattr(s, "mu")
+    ][0]
+    old = [
+        s for s in jax.tree.leaves(state.opt_state, is_leaf=lambda s: hasattr(s, "mu")) if hasattr(s, "mu")
+    ][0]
+    assert np.all(np.asarray(adam.mu["W_dec"])[dead] == 0) and np.all(
+        np.asarray(adam.nu["W_enc"])[:, dead] == 0
+    )
+    np.testing.assert_array_equal(np.asarray(adam.mu["W_dec"])[~dead], np.asarray(old.mu["W_dec"])[~dead])
+    assert np.all(np.asarray(new.extra["tokens_since_fired"]) == 0)
+
+
+def test_error_resampling_for_topk():
+    with pytest.raises(ValueError, match="resample_every is for relu and gated"):
+        sae.SAEConfig(d_in=8, d_sae=16, architecture="topk", k=2, resample_every=10)
