@@ -6,7 +6,7 @@ from colbert.codec import ResidualCodec
 from colbert.index import Index, exhaustive_search, plaid_defaults
 from colbert.maxsim import maxsim, maxsim_passages, pad_documents, split_passages
 from colbert.metrics import evaluate, mrr_at_k, ndcg_at_k, recall_at_k, success_at_k
-from colbert.quant import binarize, maxsim_binary, maxsim_hamming, unpack_bits
+from colbert.quant import binarize, maxsim_binary, maxsim_hamming, ranking_agreement, unpack_bits
 from colbert.rerank import reciprocal_rank_fusion, rerank
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "unpack_bits",
     "maxsim_binary",
     "maxsim_hamming",
+    "ranking_agreement",
     "ResidualCodec",
     "Index",
     "plaid_defaults",
