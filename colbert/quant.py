@@ -22,7 +22,7 @@ import numpy as np
 
 from colbert.maxsim import _shape, check_chunk_size, check_query_docs, map_chunks, reduce_maxsim
 
-__all__ = ["binarize", "unpack_bits", "maxsim_binary", "maxsim_hamming"]
+__all__ = ["binarize", "unpack_bits", "maxsim_binary", "maxsim_hamming", "ranking_agreement"]
 
 
 def binarize(x):
