@@ -13,6 +13,7 @@ Three modes share one parameter tree:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
@@ -332,11 +333,21 @@ class LM(nn.Module):
         return logits.astype(jnp.float32)
 
 
+@functools.cache
+def _init_fn(cfg: JRTConfig, seq_len: int):
+    sample = jnp.zeros((1, seq_len), jnp.int32)
+    return jax.jit(lambda rng: nn.meta.unbox(LM(cfg).init(rng, sample)["params"]))
+
+
 def init_params(cfg: JRTConfig, rng, *, seq_len: int | None = None):
-    """Unsharded parameters of `LM(cfg)` (plain arrays, logical boxes removed)."""
-    n = max(cfg.prefix_len, 1) if seq_len is None else seq_len
-    init = jax.jit(lambda r: nn.meta.unbox(LM(cfg).init(r, jnp.zeros((1, n), jnp.int32))["params"]))
-    return init(rng)
+    """Unsharded parameters of `LM(cfg)` (plain arrays, logical boxes removed); compiled once per cfg."""
+    return _init_fn(cfg, max(cfg.prefix_len, 1) if seq_len is None else seq_len)(rng)
+
+
+@functools.cache
+def apply_fn(cfg: JRTConfig):
+    """The jitted parallel forward `(params, input_ids, mask) -> logits`, compiled once per cfg and shape."""
+    return jax.jit(lambda params, input_ids, mask: LM(cfg).apply({"params": params}, input_ids, mask))
 
 
 def param_count(params) -> int:

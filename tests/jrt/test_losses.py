@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import jrt
+from jrt.model import apply_fn
 
 CFG = jrt.JRTConfig.tiny(init_std=0.3)
 BASED = jrt.JRTConfig.tiny_based(init_std=0.3)
@@ -21,7 +22,7 @@ def params():
 @functools.cache
 def jitted(cfg):
     loss = jax.jit(lambda p, b, r: jrt.loss_fn(p, b, r, cfg))
-    logits = jax.jit(lambda p, x, m: jrt.LM(cfg).apply({"params": p}, x, m))
+    logits = apply_fn(cfg)
     return loss, logits
 
 

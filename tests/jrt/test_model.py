@@ -1,7 +1,5 @@
 """The LM: layer maths against numpy, recurrent vs parallel, padding, presets, sharded == unsharded."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +7,7 @@ import pytest
 
 import jaxzoo
 import jrt
+from jrt.model import apply_fn
 
 # A larger init than the reference's 0.02 so that logits vary by O(1) and 1e-5 comparisons mean something.
 CFG = jrt.JRTConfig.tiny(init_std=0.3)
@@ -25,10 +24,10 @@ def based_params():
     return jrt.init_params(BASED, jax.random.key(1))
 
 
-@functools.cache
 def forward(cfg):
-    """Jitted parallel forward (params, input_ids, mask=None) -> logits."""
-    return jax.jit(lambda p, x, mask=None: jrt.LM(cfg).apply({"params": p}, x, mask))
+    """Jitted parallel forward (params, input_ids, mask=None) -> logits, shared across test files."""
+    f = apply_fn(cfg)
+    return lambda p, x, mask=None: f(p, x, jnp.ones(x.shape, bool) if mask is None else mask)
 
 
 def ids(seed, b, n, vocab=CFG.vocab_size):
@@ -107,23 +106,6 @@ def test_pla_prefix_is_noncausal_and_suffix_causal(params, based_params):
     assert not np.allclose(f(params, x)[0, : m - 2], f(params, y)[0, : m - 2], atol=1e-4)
     np.testing.assert_allclose(fb(based_params, x)[0, : m - 2], fb(based_params, y)[0, : m - 2], atol=1e-6)
     np.testing.assert_allclose(f(params, x)[0, : m + 3], f(params, z)[0, : m + 3], atol=1e-6)
-
-
-@pytest.mark.parametrize("which", ["jrt", "based"])
-def test_prefill_and_decode_equal_parallel(which, params, based_params):
-    cfg, p = (CFG, params) if which == "jrt" else (BASED, based_params)
-    x = ids(2, 2, 15)
-    mask = jnp.asarray(np.arange(15)[None] >= np.array([[0], [3]]))  # the second row is left-padded
-    full = forward(cfg)(p, x, mask)
-    n0 = 9
-    logits, cache = jax.jit(lambda a, m: jrt.prefill_cache(p, cfg, a, m))(x[:, :n0], mask[:, :n0])
-    np.testing.assert_allclose(logits, full[:, :n0], rtol=1e-5, atol=1e-5)
-    shapes = jax.tree.map(jnp.shape, cache)
-    step = jax.jit(lambda c, t: jrt.decode_token(p, cfg, c, t))
-    for t in range(n0, 15):
-        out, cache = step(cache, x[:, t])
-        np.testing.assert_allclose(out, full[:, t], rtol=1e-5, atol=1e-5)
-        assert jax.tree.map(jnp.shape, cache) == shapes  # constant-size cache
 
 
 def test_padding_contributes_nothing(params):
