@@ -44,3 +44,54 @@ __all__ = [
     "tokenize",
     "training_inputs",
 ]
+
+# --- part 2: motion control (trajectory extractor, motion-guidance fuser, Tora model) ---
+from tora.motion import (
+    FUSER_VARIANTS,
+    MotionGuidanceFuser,
+    TrajectoryExtractor,
+    TrajectoryExtractorConfig,
+)
+from tora.tora_model import (
+    Tora,
+    ToraConfig,
+    load_base_params,
+    make_tora_loss_fn,
+    make_tora_sampler,
+    masked_optimizer,
+    motion_condition,
+    motion_features,
+    trainable_mask,
+)
+from tora.trajectory import (
+    flow_to_rgb,
+    resample_trajectory,
+    sample_sparse_tracks,
+    splat_and_blur,
+    track_centroids,
+    trajectory_error,
+    trajectory_to_flow,
+)
+
+__all__ += [
+    "FUSER_VARIANTS",
+    "MotionGuidanceFuser",
+    "Tora",
+    "ToraConfig",
+    "TrajectoryExtractor",
+    "TrajectoryExtractorConfig",
+    "flow_to_rgb",
+    "load_base_params",
+    "make_tora_loss_fn",
+    "make_tora_sampler",
+    "masked_optimizer",
+    "motion_condition",
+    "motion_features",
+    "resample_trajectory",
+    "sample_sparse_tracks",
+    "splat_and_blur",
+    "track_centroids",
+    "trainable_mask",
+    "trajectory_error",
+    "trajectory_to_flow",
+]

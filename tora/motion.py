@@ -287,7 +287,9 @@ class TrajectoryExtractor(nn.Module):
         if cfg.motion_vae is not None:
             from tora.vae import VAE3D  # part 1's causal 3-D VAE
 
-            z = jax.lax.stop_gradient(VAE3D(cfg.motion_vae, name="motion_vae").encode_mean(z))  # [B,T',h,w,4]
+            # The posterior mean of the frozen motion VAE (deterministic; Tora samples it).
+            z, _ = VAE3D(cfg.motion_vae, name="motion_vae").encode(z)  # [B, T', H/fs, W/fs, latent]
+            z = jax.lax.stop_gradient(z)
         b, t, h, w, _ = z.shape
         z = pixel_unshuffle(z.reshape(b * t, h, w, -1), cfg.unshuffle)  # [BT', H', W', 4 r^2]
         z = nn.Conv(

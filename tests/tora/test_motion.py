@@ -259,3 +259,18 @@ def test_extractor_errors():
         TrajectoryExtractor(cfg).init(jax.random.key(0), jnp.zeros((1, 2, 5, 4, 3)))
     with pytest.raises(ValueError, match="must be positive"):
         TrajectoryExtractorConfig(num_levels=0)
+
+
+@pytest.mark.parametrize("t,h,w", [(1, 16, 8), (5, 8, 16)])
+def test_extractor_shapes_through_the_motion_vae(t, h, w):
+    from tora.config import VAEConfig
+
+    vae = VAEConfig.tiny()  # x2 in time, x4 in space
+    cfg = TrajectoryExtractorConfig(motion_vae=vae, channels=8, num_levels=2, num_res_blocks=1)
+    rgb = jax.random.uniform(jax.random.key(0), (1, t, h, w, 3), minval=-1, maxval=1)
+    ext = TrajectoryExtractor(cfg)
+    variables = jax.jit(ext.init)(jax.random.key(1), rgb)
+    assert "motion_vae" in variables["params"]
+    feats = jax.jit(ext.apply)(variables, rgb)
+    grid = (1, -(-t // 2), h // 8, w // 8, 8)  # ceil(T / 2) latent frames, H / (4 * 2)
+    assert len(feats) == 2 and all(f.shape == grid for f in feats)
