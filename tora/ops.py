@@ -205,4 +205,4 @@ def masked_frame_mse(pred: jax.Array, target: jax.Array, x_mask: jax.Array | Non
     if x_mask is None:
         return (per_frame.sum(1) / (se.shape[1] * numel)).mean()
     m = x_mask.astype(jnp.float32)
-    return ((per_frame * m).sum(1) / (m.sum(1) * numel)).mean()
+    return ((per_frame * m).sum(1) / (jnp.maximum(m.sum(1), 1.0) * numel)).mean()
