@@ -298,34 +298,55 @@ class Encoder:
             outs.append(np.asarray(fn(b_ids, b_mask))[:real])
         return outs
 
+    def _fn(self, output: str):
+        if output == "colbert":
+            return lambda i, m: self._encode(self.params, self.linear, i, m)
+        if output == "hidden":
+            return lambda i, m: self._hidden(self.params, i, m, np.zeros_like(i))
+        raise ValueError(
+            f"output must be 'colbert' (projected, normalised) or 'hidden' (BERT), got {output!r}."
+        )
+
     def encode_queries(
-        self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = True
+        self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = True, output: str = "colbert"
     ) -> np.ndarray:
-        """Query token vectors [N, query_maxlen, dim] float32 (all positions are scored, [MASK]s too)."""
+        """Query token vectors [N, query_maxlen, dim] float32 (all positions are scored, [MASK]s too).
+
+        output="hidden" returns the BERT's last hidden states [N, query_maxlen, E] instead (e.g. to train
+        the head on a frozen BERT: `colbert_project(hidden, kernel)` gives the vectors).
+        """
         texts = _check_texts(texts)
+        fn = self._fn(output)
         ids, mask = self.tokenize_queries(texts)
         batch_size = max(1, min(batch_size, len(texts)))
-        fn = lambda i, m: self._encode(self.params, self.linear, i, m)
         outs = self._batched(fn, ids, mask, batch_size, "encode queries", progress)
-        return np.concatenate(outs) if outs else np.zeros((0, self.config.query_maxlen, self.config.dim))
+        width = self.config.dim if output == "colbert" else self.config.bert.hidden_size
+        return np.concatenate(outs) if outs else np.zeros((0, self.config.query_maxlen, width), np.float32)
 
     def encode_documents(
-        self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = True, bucket: int = 32
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 64,
+        progress: bool = True,
+        bucket: int = 32,
+        output: str = "colbert",
     ) -> list[np.ndarray]:
         """Document token vectors: a list of N float32 arrays [n_i, dim], one per text, holding only the
         tokens kept by the MaxSim mask (no padding; no punctuation when `mask_punctuation`).
 
         Texts are sorted by length and padded to a multiple of `bucket` tokens, so the jitted encoder
         compiles once per bucket, not once per batch. Pad them with `colbert.pad_documents`.
+        output="hidden": the BERT's last hidden states of the same tokens, [n_i, E].
         """
         texts = _check_texts(texts)
+        fn = self._fn(output)
         ids, attn, keep = self.tokenize_documents(texts)
         lengths = attn.sum(1)
         order = np.argsort(-lengths, kind="stable")
         buckets = _buckets(ids.shape[1], bucket) if len(texts) else ()
         result: list[np.ndarray | None] = [None] * len(texts)
         batch_size = max(1, min(batch_size, len(texts)))
-        fn = lambda i, m: self._encode(self.params, self.linear, i, m)
         bar = tqdm(
             total=len(texts), desc="encode documents", disable=not progress or len(texts) <= batch_size
         )

@@ -10,10 +10,11 @@ import warnings
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from colbert.bert import ColBERTConfig
+from colbert.bert import ColBERTConfig, colbert_project
 from colbert.encoder import Encoder
 
 torch = pytest.importorskip("torch")
@@ -149,23 +150,29 @@ def test_encode_queries_and_documents_match_the_module(tiny_encoder):
     queries = ["what is col bert", "hello", "a world again, what?"]
     q = enc.encode_queries(queries, batch_size=2, progress=False)
     ids, attn = enc.tokenize_queries(queries)
-    want = np.asarray(enc.colbert.apply({"params": enc.colbert_params}, ids, attn))
+    apply = jax.jit(lambda i, a: enc.colbert.apply({"params": enc.colbert_params}, i, a))
+    want = np.asarray(apply(ids, attn))
     assert q.shape == (3, 8, 8)
     np.testing.assert_allclose(q, want, atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(q, axis=-1), 1.0, atol=1e-5)
+    hq = enc.encode_queries(queries, batch_size=2, progress=False, output="hidden")  # [3, 8, 32]
+    np.testing.assert_allclose(colbert_project(jnp.asarray(hq), enc.linear), q, atol=1e-5, rtol=1e-5)
 
     docs = ["hello, world!", "a " * 14, "what", "late interaction... again", "col ##bert is a world"]
     d = enc.encode_documents(docs, batch_size=2, progress=False, bucket=8)
     ids, attn, keep = enc.tokenize_documents(docs)
-    full = np.asarray(enc.colbert.apply({"params": enc.colbert_params}, ids, attn))
+    full = np.asarray(apply(ids, attn))
+    full_hidden = np.asarray(enc.bert_hidden_states(ids, attn))
     assert len(d) == len(docs)
+    hd = enc.encode_documents(docs, batch_size=2, progress=False, bucket=8, output="hidden")
     for i in range(len(docs)):
         np.testing.assert_allclose(d[i], full[i][keep[i].astype(bool)], atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(hd[i], full_hidden[i][keep[i].astype(bool)], atol=1e-5, rtol=1e-5)
     # Length buckets of 8 tokens (doc_maxlen 16): at most two compiled shapes for five documents,
     # and encoding again compiles nothing new.
     size = enc._encode._cache_size()
     enc.encode_documents(docs[::-1], batch_size=2, progress=False, bucket=8)
-    assert enc._encode._cache_size() == size <= 3  # queries [2, 8] + documents [2, 8], [2, 16]
+    assert enc._encode._cache_size() == size <= 2  # [2, 8] (queries and short docs) and [2, 16]
 
 
 def test_encode_mean_is_masked_mean_of_hidden_states(tiny_encoder):
@@ -220,6 +227,11 @@ def test_encode_rejects_single_string(tiny_encoder):
         tiny_encoder.encode_queries("what is col bert")
     with pytest.raises(ValueError, match="an element of type int"):
         tiny_encoder.encode_documents(["a", 3])
+
+
+def test_unknown_output_raises(tiny_encoder):
+    with pytest.raises(ValueError, match="output must be 'colbert'"):
+        tiny_encoder.encode_queries(["hello"], output="pooled")
 
 
 def test_bad_hidden_states_input_raises(tiny_encoder):
