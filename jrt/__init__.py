@@ -5,6 +5,7 @@ for JRT or causal linear attention for Based); the maths lives in `jrt.ops`.
 """
 
 from jrt.config import MIXERS, JRTConfig, layer_pattern
+from jrt.data import batch_iterator, mqar, recall_accuracy, repeat_context, set_disjointness
 from jrt.generate import decode_token, generate, pad_prompt, prefill_cache
 from jrt.losses import IGNORE, cross_entropy, eval_metrics, loss_fn, make_loss_fn, mlm_mask
 from jrt.model import LM, init_params, param_count
@@ -53,4 +54,9 @@ __all__ = [
     "taylor_feature_map",
     "TrainConfig",
     "truncate_context",
+    "batch_iterator",
+    "mqar",
+    "recall_accuracy",
+    "repeat_context",
+    "set_disjointness",
 ]
