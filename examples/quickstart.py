@@ -90,7 +90,7 @@ def main():
 
     tx = optax.adamw(optax.cosine_decay_schedule(1e-2, args.steps), weight_decay=1e-4)
     variables, _ = jaxzoo.init_sharded(model, jax.random.key(0), jnp.zeros((1, cfg.d_in)), mesh=mesh)
-    state = jax.jit(lambda p: jaxzoo.TrainState.create(p, tx))(variables["params"])
+    state, _ = jaxzoo.create_sharded_state(variables["params"], tx, mesh)
     print(
         f"up/kernel {state.params['up']['kernel'].shape} sharded as {state.params['up']['kernel'].sharding.spec}"
     )
@@ -114,7 +114,7 @@ def main():
 
     ckpt = jaxzoo.Checkpointer(out / "run" / "checkpoints")
     fresh, _ = jaxzoo.init_sharded(model, jax.random.key(42), jnp.zeros((1, cfg.d_in)), mesh=mesh)
-    target = jax.jit(lambda p: jaxzoo.TrainState.create(p, tx))(fresh["params"])
+    target, _ = jaxzoo.create_sharded_state(fresh["params"], tx, mesh)
     restored = ckpt.restore(target)
     same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)))
     print(f"checkpoint: {ckpt.directory} (steps {ckpt.all_steps()}); restored == trained: {same}")

@@ -18,13 +18,14 @@ from jaxzoo.sharding import (
     replicated,
     shard_batch,
 )
-from jaxzoo.train import TrainState, fit, make_train_step, read_metrics, shardings_of
+from jaxzoo.train import TrainState, create_sharded_state, fit, make_train_step, read_metrics, shardings_of
 
 __all__ = [
     "DEFAULT_RULES",
     "Checkpointer",
     "TrainState",
     "batch_sharding",
+    "create_sharded_state",
     "extend_rules",
     "fit",
     "init_sharded",

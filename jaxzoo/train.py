@@ -40,14 +40,37 @@ class TrainState:
 
     @classmethod
     def create(cls, params: Any, tx: optax.GradientTransformation, extra: dict | None = None) -> TrainState:
-        """A state at step 0. Under a mesh, jit this with the params' shardings to keep it sharded:
-        ``jax.jit(lambda p: TrainState.create(p, tx))(params)`` (optax states follow their params)."""
+        """A state at step 0 on the params' devices. For params sharded on a mesh use
+        ``create_sharded_state``, which gives the optimizer state the same shardings as its params."""
         return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), extra=extra or {})
 
 
 def shardings_of(tree: Any) -> Any:
     """The tree of ``.sharding`` of every array in ``tree`` (e.g. a sharded TrainState)."""
     return jax.tree.map(lambda x: x.sharding, tree)
+
+
+def create_sharded_state(
+    params: Any, tx: optax.GradientTransformation, mesh: Mesh, extra: dict | None = None
+) -> tuple[TrainState, TrainState]:
+    """``TrainState.create`` for params already sharded on ``mesh`` (e.g. from ``init_sharded``).
+
+    Returns ``(state, state_sharding)``. Every optimizer-state leaf that mirrors a parameter (Adam's
+    moments, EMA copies) gets that parameter's sharding; the rest (counts, scalars) and ``extra`` are
+    replicated unless already placed. A plain ``jax.jit(TrainState.create)`` would leave XLA free to
+    replicate the moments, since they do not depend on the parameter values.
+    """
+    rep = replicated(mesh)
+    param_sharding = shardings_of(params)
+    abstract_opt = jax.eval_shape(tx.init, params)
+    opt_sharding = optax.tree_map_params(
+        tx, lambda _, s: s, abstract_opt, param_sharding, transform_non_params=lambda _: rep
+    )
+    extra = extra or {}
+    extra_sharding = jax.tree.map(lambda x: getattr(x, "sharding", rep), extra)
+    sharding = TrainState(step=rep, params=param_sharding, opt_state=opt_sharding, extra=extra_sharding)
+    state = jax.jit(lambda p, e: TrainState.create(p, tx, e), out_shardings=sharding)(params, extra)
+    return state, sharding
 
 
 def make_train_step(

@@ -65,7 +65,7 @@ def unsharded_state():
 
 def sharded_state(mesh):
     variables, _ = jaxzoo.init_sharded(MODEL, jax.random.key(0), jnp.zeros((1, CFG.d_in)), mesh=mesh)
-    return jax.jit(lambda p: jaxzoo.TrainState.create(p, TX))(variables["params"])
+    return jaxzoo.create_sharded_state(variables["params"], TX, mesh)[0]
 
 
 def test_sharded_step_equals_single_device():
@@ -74,6 +74,9 @@ def test_sharded_step_equals_single_device():
     state_s = sharded_state(mesh)
     assert state_s.params["w1"].sharding.spec == jax.sharding.PartitionSpec(None, "model")
     assert len(state_s.params["w1"].addressable_shards) == 8
+    mu = state_s.opt_state[0].mu  # Adam's first moment follows its parameter's sharding
+    assert mu["w1"].sharding.spec == jax.sharding.PartitionSpec(None, "model")
+    assert mu["w2"].sharding.spec == jax.sharding.PartitionSpec("model", None)
     state_u = unsharded_state()
     step_s = jaxzoo.make_train_step(loss_fn, TX, mesh=mesh)
     step_u = jaxzoo.make_train_step(loss_fn, TX)
@@ -84,6 +87,7 @@ def test_sharded_step_equals_single_device():
         state_u, m_u = step_u(state_u, batch, rng)
         np.testing.assert_allclose(m_s["loss"], m_u["loss"], rtol=1e-6, atol=1e-6)
     assert state_s.params["w1"].sharding.spec == jax.sharding.PartitionSpec(None, "model")
+    assert state_s.opt_state[0].nu["w1"].sharding.spec == jax.sharding.PartitionSpec(None, "model")
     for a, b in zip(jax.tree.leaves(state_s.params), jax.tree.leaves(state_u.params)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
     assert int(state_s.step) == 5
