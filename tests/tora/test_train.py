@@ -9,6 +9,7 @@ import pytest
 
 from jaxzoo.checkpoint import Checkpointer
 from jaxzoo.sharding import init_sharded, make_mesh, shard_batch
+from jaxzoo.train import TrainState
 from tora.config import FlowConfig, STDiTConfig, TrainConfig
 from tora.stdit import STDiT
 from tora.train import create_state, ema_params, ema_weights, make_optimizer, make_stdit_step
@@ -55,18 +56,20 @@ def _setup(b=4):
 def test_sharded_train_step_equals_single_device_step():
     cfg, model, batch = _setup()
     x, y = batch["x"], batch["y"]
-    tc = TrainConfig(warmup_steps=0, learning_rate=1e-3)
+    # SGD, not AdamW: Adam's first step is lr * g / (|g| + 1e-15), which turns float-noise gradients of
+    # the zero-initialised weights (~1e-9, summed in another order across devices) into full +-lr steps.
+    tx = optax.chain(optax.sgd(0.5), ema_weights(0.99))
     flow = FlowConfig()
     params = nn.meta.unbox(jax.jit(model.init)(jax.random.key(0), x, jnp.zeros(4), y))["params"]
-    state, tx = create_state(params, tc)
+    state = jax.jit(lambda p: TrainState.create(p, tx))(params)
     step = make_stdit_step(model, tx, flow, donate=False)
     want, m1 = step(state, batch, jax.random.key(1))
 
     mesh = make_mesh({"data": 4, "model": 2})
     variables, _ = init_sharded(model, jax.random.key(0), x, jnp.zeros(4), y, mesh=mesh)
     with jax.set_mesh(mesh):
-        sstate, stx = create_state(variables["params"], tc)
-        sstep = make_stdit_step(model, stx, flow, mesh=mesh, donate=False)
+        sstate = jax.jit(lambda p: TrainState.create(p, tx))(variables["params"])
+        sstep = make_stdit_step(model, tx, flow, mesh=mesh, donate=False)
         got, m2 = sstep(sstate, shard_batch(batch, mesh), jax.random.key(1))
     assert float(m2["loss"]) == pytest.approx(float(m1["loss"]), rel=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), got.params, want.params)
