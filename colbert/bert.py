@@ -199,8 +199,10 @@ def attention(
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
     """x / max(||x||_2, eps) over the last axis (torch.nn.functional.normalize)."""
-    norm = jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.promote_types(x.dtype, jnp.float32))), -1, keepdims=True))
-    return (x / jnp.maximum(norm, eps)).astype(x.dtype)
+    xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    # rsqrt(max(|x|^2, eps^2)) == 1 / max(|x|, eps), but its gradient at x = 0 (padding) is 0, not NaN.
+    inv = jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.square(xf), -1, keepdims=True), eps * eps))
+    return (xf * inv).astype(x.dtype)
 
 
 def colbert_project(hidden: jax.Array, kernel: jax.Array) -> jax.Array:

@@ -177,6 +177,11 @@ def test_l2_normalize_and_project_match_numpy():
     np.testing.assert_allclose(colbert_project(jnp.asarray(h), jnp.asarray(w)), want, atol=1e-5, rtol=1e-5)
     norms = np.linalg.norm(w, axis=-1, keepdims=True)
     np.testing.assert_allclose(l2_normalize(jnp.asarray(w)), w / norms, atol=1e-6)
+    # A zero (padding) vector that the loss masks out gets a zero gradient, not NaN (0 * inf).
+    keep = np.ones((2, 5, 1), np.float32)
+    keep[0, 0] = 0.0
+    g = jax.grad(lambda x: jnp.sum(colbert_project(x, jnp.asarray(w)) * keep))(jnp.asarray(h))
+    assert np.isfinite(np.asarray(g)).all() and float(jnp.abs(g[0, 0]).max()) == 0.0
 
 
 # ---------------------------------------------------------------------------------------------------
