@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+import jaxzoo
 from sae import ops
 from sae.config import SAEConfig
 
@@ -124,8 +125,6 @@ class SAE(nn.Module):
 
 def init_params(cfg: SAEConfig, rng, *, mesh=None, rules=None):
     """Fresh SAE parameters (plain arrays), sharded on ``mesh`` when given. Returns (params, shardings)."""
-    import jaxzoo
-
     module = SAE(cfg)
     x = jnp.zeros((1, cfg.d_in), jnp.float32)
     if mesh is None:
