@@ -238,7 +238,7 @@ def main(a):
         model = Tora(cfg)
         init_rgb = jnp.zeros((1, a.frames, a.size, a.size, 3))
         v = nn.meta.unbox(model.init(rng, sample0["x"][:1], jnp.zeros((1,)), sample0["y"][:1], init_rgb))
-        params = load_base_params(v["params"], base_params)
+        params = load_base_params(v["params"], jax.tree.map(jnp.array, base_params))  # copy: steps donate
         ttx = masked_optimizer(tx, params, cfg.trainable)
         state = jaxzoo.TrainState.create(params, ttx, extra={"batch_stats": v["batch_stats"]})
         sampler = make_tora_sampler(model, flow_cfg)

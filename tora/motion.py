@@ -263,8 +263,9 @@ class ResnetBlock(nn.Module):
                 c,
                 (3, 3),
                 padding="SAME",
-                kernel_init=_p(_kaiming, (None, None, "embed", "mlp" if i == 1 else "embed")),
-                bias_init=_p(_zeros, ("mlp" if i == 1 else "embed",)),
+                # Megatron-style: conv1 splits its outputs over "mlp", conv2 its inputs.
+                kernel_init=_p(_kaiming, (None, None, None, "mlp") if i == 1 else (None, None, "mlp", None)),
+                bias_init=_p(_zeros, ("mlp",) if i == 1 else (None,)),
                 name=f"conv{i}",
             )(z)
         return x + z
