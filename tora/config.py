@@ -29,7 +29,9 @@ class STDiTConfig:
     dtype: str = "float32"  # compute dtype ("float32" or "bfloat16"); parameters stay float32
     remat: bool = False  # rematerialise each block pair in the backward pass (saves activation memory)
     scan: bool = False  # nn.scan over depth: one compiled block pair, parameters stacked on a "layers" axis
-    shard_sequence: bool = False  # constrain activations [B, T, S, C] to shard S over the "seq" logical axis
+    shard_sequence: bool = (
+        False  # shard tokens' H' axis over logical "seq" (map it: extend_rules(("seq", "model")))
+    )
     motion_fuser: str | None = None  # Tora motion hook: None, "channel", "cross_attention" or "adanorm"
     motion_channels: int = 0  # width of the motion features handed to each block
     motion_position: str = "temporal"  # block kind whose self-attention input gets the motion features

@@ -309,3 +309,19 @@ def test_bfloat16_compute_is_close_to_float32(model):
     assert got.dtype == jnp.float32
     # bf16 has an 8-bit mantissa (relative error ~4e-3 per op); a few such errors through one block pair.
     np.testing.assert_allclose(got, want, atol=0.1, rtol=0.05)
+
+
+def test_token_text_encoder_masks_padding():
+    from tora.text import TextConfig, TokenTextEncoder, tokenize
+
+    tc = TextConfig(vocab_size=64, max_length=6, width=16, num_heads=2)
+    ids, mask = tokenize(["a red ball moves left", "a dog"], tc)
+    assert ids.shape == (2, 6) and mask.sum(1).tolist() == [5, 2]
+    assert tokenize(["A  red"], tc)[0][0, :2].tolist() == ids[0, :2].tolist()  # case and spaces ignored
+    enc = TokenTextEncoder(tc)
+    v = jax.jit(enc.init)(jax.random.key(0), ids, mask)
+    out = jax.jit(enc.apply)(v, ids, mask)
+    assert out.shape == (2, 6, 16) and not np.any(np.asarray(out)[1, 2:])
+    changed = ids.copy()
+    changed[1, 3:] = 7  # ids behind the mask do not reach the real tokens
+    np.testing.assert_allclose(jax.jit(enc.apply)(v, changed, mask)[1, :2], out[1, :2], atol=1e-6)
