@@ -18,7 +18,7 @@ Run (CPU defaults: 9 models, 12 min wall / 3.6 min CPU time on a 2-core CPU shar
 The full sweep on a GPU (zoology's vocabulary and random filler, longer training):
     python examples/jrt_recall.py --vocab 8192 --random-non-queries --mqar-len 256 \
         --mqar-pairs 16,32,64 --feature-dims 4,8,16 --d-model 128 --steps 4000 --batch 256 \
-        --train-examples 100000 --sd-sizes 16,64 --sd-vocab 2048 --sd-feature-dims 4,8,16
+        --train-examples 100000 --sd-sizes 16,64 --sd-vocab 2048 --sd-feature-dims 4,8,16 --sd-steps 20000
 
 Writes results.json and recall.png into outputs/jrt_recall (printed). Synthetic-task choices (ours):
 untied LM head (a tied head at init std 0.02 learns these tasks several times slower), no MLM loss,
