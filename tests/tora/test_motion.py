@@ -148,20 +148,20 @@ def _perturb(params, seed=1):
 def test_fuser_is_identity_at_init_and_not_after(variant):
     h, f = _hf()
     fuser = MotionGuidanceFuser(variant, hidden_size=32)
-    params = nn.meta.unbox(fuser.init(jax.random.key(0), h, f))["params"]
-    np.testing.assert_array_equal(np.asarray(fuser.apply({"params": params}, h, f)), np.asarray(h))
-    moved = fuser.apply({"params": _perturb(params)}, h, f)
+    params = nn.meta.unbox(jax.jit(fuser.init)(jax.random.key(0), h, f))["params"]
+    np.testing.assert_array_equal(np.asarray(jax.jit(fuser.apply)({"params": params}, h, f)), np.asarray(h))
+    moved = jax.jit(fuser.apply)({"params": _perturb(params)}, h, f)
     assert moved.shape == h.shape and float(jnp.abs(moved - h).max()) > 1e-2
     # The motion features matter once trained: a different f gives a different output.
-    other = fuser.apply({"params": _perturb(params)}, h, f + 1.0)
+    other = jax.jit(fuser.apply)({"params": _perturb(params)}, h, f + 1.0)
     assert float(jnp.abs(other - moved).max()) > 1e-3
 
 
 def test_adanorm_fuser_matches_numpy():
     h, f = _hf(c=8, cm=3, t=4, h=3, w=3)
     fuser = MotionGuidanceFuser("adanorm", hidden_size=8, num_groups=4)
-    p = _perturb(nn.meta.unbox(fuser.init(jax.random.key(0), h, f))["params"])
-    got = np.asarray(fuser.apply({"params": p}, h, f))
+    p = _perturb(nn.meta.unbox(jax.jit(fuser.init)(jax.random.key(0), h, f))["params"])
+    got = np.asarray(jax.jit(fuser.apply)({"params": p}, h, f))
     hn, fn = np.asarray(h, np.float64), np.asarray(f, np.float64)
     b, t = hn.shape[:2]
     gn = ref_group_norm(
@@ -185,15 +185,17 @@ def test_channel_and_cross_attention_fusers_match_numpy():
     hn, fn = np.asarray(h, np.float64), np.asarray(f, np.float64)
     gelu = lambda z: 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z**3)))
     fuser = MotionGuidanceFuser("channel", hidden_size=8)
-    p = _perturb(nn.meta.unbox(fuser.init(jax.random.key(0), h, f))["params"])
+    p = _perturb(nn.meta.unbox(jax.jit(fuser.init)(jax.random.key(0), h, f))["params"])
     z = np.concatenate([hn, fn], -1)
     z = gelu(z @ np.asarray(p["fc1"]["kernel"]) + np.asarray(p["fc1"]["bias"]))
     want = hn + z @ np.asarray(p["fc2"]["kernel"]) + np.asarray(p["fc2"]["bias"])
-    np.testing.assert_allclose(np.asarray(fuser.apply({"params": p}, h, f)), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(jax.jit(fuser.apply)({"params": p}, h, f)), want, rtol=1e-5, atol=1e-5
+    )
 
     fuser = MotionGuidanceFuser("cross_attention", hidden_size=8, head_dim=4)  # 2 heads of 4
-    p = _perturb(nn.meta.unbox(fuser.init(jax.random.key(0), h, f))["params"])
-    got = np.asarray(fuser.apply({"params": p}, h, f))
+    p = _perturb(nn.meta.unbox(jax.jit(fuser.init)(jax.random.key(0), h, f))["params"])
+    got = np.asarray(jax.jit(fuser.apply)({"params": p}, h, f))
     b, t, hh, ww, _ = hn.shape
     want = hn.copy()
     wq, bq = np.asarray(p["q_linear"]["kernel"]), np.asarray(p["q_linear"]["bias"])
@@ -235,8 +237,8 @@ def test_extractor_shapes_pixel_space(t, h, w):
     cfg = TrajectoryExtractorConfig(motion_vae=None, channels=8, num_levels=3, num_res_blocks=1)
     ext = TrajectoryExtractor(cfg)
     rgb = jax.random.uniform(jax.random.key(0), (2, t, h, w, 3), minval=-1, maxval=1)
-    variables = ext.init(jax.random.key(1), rgb)
-    feats, upd = ext.apply(variables, rgb, True, mutable=["batch_stats"])
+    variables = jax.jit(ext.init)(jax.random.key(1), rgb)
+    feats, upd = jax.jit(lambda v, r: ext.apply(v, r, True, mutable=["batch_stats"]))(variables, rgb)
     assert len(feats) == 3
     for fi in feats:
         assert fi.shape == (2, t, h // 2, w // 2, 8)
@@ -246,8 +248,8 @@ def test_extractor_shapes_pixel_space(t, h, w):
     old = jax.tree.leaves(variables["batch_stats"])
     assert any(not np.allclose(a, b) for a, b in zip(old, jax.tree.leaves(upd["batch_stats"])))
     v2 = {"params": variables["params"], "batch_stats": upd["batch_stats"]}
-    one = ext.apply(v2, rgb[:1])[0]
-    both = ext.apply(v2, rgb)[0]
+    one = jax.jit(ext.apply)(v2, rgb[:1])[0]
+    both = jax.jit(ext.apply)(v2, rgb)[0]
     np.testing.assert_allclose(np.asarray(one[0]), np.asarray(both[0]), atol=1e-5)
 
 
