@@ -73,7 +73,13 @@ def _batch(seed=0, b=4, stage=None):
 
 
 def _small(fuser="adanorm", **kw):
-    return ToraConfig.tiny(fuser, max_tracks=3, track_stride=2, **kw)
+    """One block pair (compile time dominates these tests); the fuser hook is the same at any depth."""
+    cfg = ToraConfig.tiny(fuser, max_tracks=3, track_stride=2, **kw)
+    return dataclasses.replace(
+        cfg,
+        stdit=dataclasses.replace(cfg.stdit, depth=1),
+        extractor=dataclasses.replace(cfg.extractor, num_levels=1),
+    )
 
 
 # ----------------------------------------------------------------------------- identity at init
