@@ -31,6 +31,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxzoo.nn import DenseGeneral
+
 _ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 
 
@@ -216,32 +218,10 @@ def colbert_project(hidden: jax.Array, kernel: jax.Array) -> jax.Array:
 _init = nn.initializers.normal(stddev=0.02)  # BERT's initializer_range
 
 
-class _Dense(nn.Module):
-    """y = x . kernel + bias, contracting the last `in_axes` axes of x; the kernel is
-    [*in_shape, *features] with logical axis names `axes` (Flax's DenseGeneral would initialise it
-    flat, which clashes with 3-axis logical names under a mesh)."""
-
-    features: tuple[int, ...]
-    axes: tuple[str | None, ...]
-    in_axes: int = 1
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        shape = tuple(x.shape[-self.in_axes :]) + tuple(self.features)
-        kernel = self.param("kernel", nn.with_logical_partitioning(_init, self.axes), shape)
-        bias = self.param(
-            "bias",
-            nn.with_logical_partitioning(nn.initializers.zeros, self.axes[self.in_axes :]),
-            self.features,
-        )
-        y = jnp.tensordot(x.astype(self.dtype), kernel.astype(self.dtype), axes=self.in_axes)
-        return y + bias.astype(self.dtype)
-
-
 def _dense(features, axes, name, in_axes=1, dtype=jnp.float32):
+    """jaxzoo's DenseGeneral: kernel [*in_shape, *features] at its real shape with logical names `axes`."""
     features = tuple(features) if isinstance(features, tuple) else (features,)
-    return _Dense(features, tuple(axes), in_axes, dtype, name=name)
+    return DenseGeneral(features, tuple(axes), n_in=in_axes, kernel_init=_init, dtype=dtype, name=name)
 
 
 class _LayerNorm(nn.Module):

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxzoo.nn import DenseGeneral
 from jrt import ops
 from jrt.config import JRTConfig
 
@@ -41,39 +42,12 @@ def _out_std(cfg: JRTConfig) -> float:
     return cfg.init_std / math.sqrt(2 * cfg.n_layers)
 
 
-class Dense(nn.Module):
-    """x [..., *in] -> [..., *features] by a kernel [*in, *features] with logical axis names `axes`.
-
-    (flax's DenseGeneral initialises a flattened kernel, which breaks logical sharding constraints of
-    multi-axis kernels, so we build the kernel at its real shape.)
-    """
-
-    features: tuple[int, ...]
-    axes: tuple[str, ...]
-    n_in: int = 1  # number of trailing input axes contracted
-    std: float = 0.02
-    use_bias: bool = False
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        shape = (*x.shape[x.ndim - self.n_in :], *self.features)
-        kernel = self.param("kernel", _normal(self.std, self.axes), shape, self.param_dtype)
-        y = jnp.tensordot(x.astype(self.dtype), kernel.astype(self.dtype), axes=self.n_in)
-        if self.use_bias:
-            n_out = len(self.features)
-            bias = self.param("bias", _zeros(self.axes[-n_out:]), self.features, self.param_dtype)
-            y = y + bias.astype(self.dtype)
-        return y
-
-
 def _dense(cfg, features, axes, *, std=None, axis=-1, bias=False, name=None):
-    return Dense(
+    return DenseGeneral(
         features=(features,) if isinstance(features, int) else tuple(features),
         axes=axes,
         n_in=1 if axis == -1 else len(axis),
-        std=cfg.init_std if std is None else std,
+        kernel_init=nn.initializers.normal(cfg.init_std if std is None else std),
         use_bias=bias,
         dtype=_DTYPES[cfg.dtype],
         param_dtype=_DTYPES[cfg.param_dtype],

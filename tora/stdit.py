@@ -12,13 +12,12 @@ spatial_blocks_{i}, temporal_blocks_{i}, final_layer. With `cfg.scan` the pairs 
 
 from __future__ import annotations
 
-import math
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxzoo.nn import DenseGeneral, flat_init
 from tora import ops
 from tora.config import STDiTConfig
 
@@ -47,34 +46,15 @@ def _dense(features, names, name, dtype, kernel_init=None, bias_names=None):
     )
 
 
-class Linear(nn.Module):
+def Linear(features, names, n_in: int = 1, zero: bool = False, dtype=jnp.float32, name=None):  # noqa: N802
     """y = x W + b contracting the last `n_in` axes of x; W [*in_shape, *features] with logical `names`.
 
-    Like nn.DenseGeneral, but the kernel is created at its full shape so logical names fit it (DenseGeneral
-    initialises a flattened 2-D kernel, which a 4-name sharding annotation cannot describe). Xavier-uniform
-    over the flattened (fan_in, fan_out), as torch's Linear with Open-Sora's init; `zero` gives zeros.
+    jaxzoo's DenseGeneral (the kernel created at its full shape, so logical names fit it), initialised
+    xavier-uniform over the flattened (fan_in, fan_out) as torch's Linear with Open-Sora's init; `zero`
+    gives zeros.
     """
-
-    features: tuple[int, ...]
-    names: tuple[str | None, ...]
-    n_in: int = 1
-    zero: bool = False
-    dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        in_shape = x.shape[x.ndim - self.n_in :]
-
-        def init(key, shape, dtype=jnp.float32):
-            if self.zero:
-                return jnp.zeros(shape, dtype)
-            flat = (math.prod(in_shape), math.prod(self.features))
-            return _xavier()(key, flat, dtype).reshape(shape)
-
-        kernel = self.param("kernel", _p(init, self.names), tuple(in_shape) + tuple(self.features))
-        bias = self.param("bias", _p(_zeros, self.names[self.n_in :]), tuple(self.features))
-        y = jnp.tensordot(x.astype(self.dtype), kernel.astype(self.dtype), axes=self.n_in)
-        return y + bias.astype(self.dtype)
+    init = _zeros if zero else flat_init(_xavier(), n_in)
+    return DenseGeneral(tuple(features), tuple(names), n_in=n_in, kernel_init=init, dtype=dtype, name=name)
 
 
 class RMSNorm(nn.Module):
