@@ -22,10 +22,9 @@ Run
 Every training phase is checkpointed under the output folder (outputs/tora_moving_objects/<run-hash>/),
 so a rerun with the same flags skips what is done and only re-evaluates.
 
-CPU run time and result (measured with the defaults, seed 0, on the shared 2-core CPU with a load average
-of 13-18 from other jobs): about 43 minutes from scratch (base 600 steps + adanorm: ~30 min; channel and
-cross-attention: ~13 min), 18 minutes for a rerun that reused the cached base and adanorm checkpoints. On
-an idle 2-core machine expect a fraction of that; lower --base-steps / --stage-steps to go faster.
+CPU run time and result (measured with the defaults, seed 0): 5.9 minutes from scratch on a 2-core CPU
+(348 s, with a test run sharing the cores part of the time); about 43 minutes when the same 2 cores were
+loaded 13-18 deep by other jobs. A rerun with the same flags reuses the cached checkpoints.
 TrajError on 16 held-out single-object clips (8 frames of 16x16; the tracker itself errs 0.009 px on the
 real clips):
 
