@@ -13,7 +13,7 @@ on two synthetic tasks from `jrt.data`:
 The paper's claim: non-causal reading (JRT-RNN) and JRT-Prompt close much of causal LA's recall gap at
 the same state size, and set disjointness stops depending on the order of the sets.
 
-Run (CPU defaults: 9 models, 12 min wall / 3.6 min CPU time on a 2-core CPU shared with other jobs):
+Run (CPU defaults: 9 models, 2.1 min wall on a quiet 2-core CPU; 12 min when the cores were shared):
     python examples/jrt_recall.py
 The full sweep on a GPU (zoology's vocabulary and random filler, longer training):
     python examples/jrt_recall.py --vocab 8192 --random-non-queries --mqar-len 256 \
