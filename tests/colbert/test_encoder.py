@@ -5,7 +5,6 @@ stack of LayerNorms; the observed error is about 1e-5 on MiniLM.
 """
 
 import json
-import string
 import warnings
 from pathlib import Path
 
@@ -20,18 +19,8 @@ from colbert.encoder import Encoder
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-WORDS = ["what", "is", "late", "interaction", "hello", "world", "again", "col", "##bert", "a"]
-TINY_VOCAB = [
-    "[PAD]",
-    "[unused0]",
-    "[unused1]",
-    "[UNK]",
-    "[CLS]",
-    "[SEP]",
-    "[MASK]",
-    *string.punctuation,
-    *WORDS,
-]
+# The tiny WordPiece vocabulary shared by the encoder and tokenizer tests: special tokens, punctuation, words.
+TINY_VOCAB = (Path(__file__).parent / "tiny_vocab.txt").read_text().splitlines()
 SENTENCES = ["What is ColBERT?", "Hello, world... (again)", "a late interaction"]
 
 

@@ -9,18 +9,8 @@ import pytest
 from colbert.bert import BertConfig, ColBERTConfig
 from colbert.tokenize import ColBERTTokenizer
 
-WORDS = ["what", "is", "late", "interaction", "hello", "world", "again", "col", "##bert", "a"]
-TINY_VOCAB = [
-    "[PAD]",
-    "[unused0]",
-    "[unused1]",
-    "[UNK]",
-    "[CLS]",
-    "[SEP]",
-    "[MASK]",
-    *string.punctuation,
-    *WORDS,
-]
+# The tiny WordPiece vocabulary shared by the encoder and tokenizer tests: special tokens, punctuation, words.
+TINY_VOCAB = (Path(__file__).parent / "tiny_vocab.txt").read_text().splitlines()
 TINY_BERT = BertConfig(
     vocab_size=len(TINY_VOCAB), hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32
 )
