@@ -217,10 +217,10 @@ def fit(
             save_config(workdir, config)
         if ckpt.latest_step() is not None:
             state = ckpt.restore(state)
-        start = int(state.step)
+    start = int(state.step)
+    if metrics_path is not None:  # keep the logged history up to the restored step, drop what came after
         history = [r for r in read_metrics(metrics_path) if r["step"] <= start]
         metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
-    start = int(state.step)
     next_batch = _batches(batches, start)
     bar = tqdm(range(start, num_steps), desc=desc, disable=not progress, initial=start, total=num_steps)
     last_saved = start if ckpt is not None and ckpt.latest_step() == start else None
