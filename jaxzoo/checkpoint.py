@@ -7,8 +7,6 @@ first and raises ``ValueError`` naming the first key whose structure or shape di
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import pathlib
 from typing import Any
 
@@ -18,40 +16,7 @@ import orbax.checkpoint as ocp
 from flax import serialization
 from flax.traverse_util import flatten_dict
 
-CONFIG_FILE = "config.json"
-
-
-def _to_jsonable(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {str(k): _to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_to_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if obj is None or isinstance(obj, bool | int | float | str):
-        return obj
-    return repr(obj)
-
-
-def save_config(directory: str | pathlib.Path, config: Any) -> pathlib.Path:
-    """Write ``config`` (a dataclass, dict or other JSON-able value) to ``directory/config.json``."""
-    path = pathlib.Path(directory)
-    path.mkdir(parents=True, exist_ok=True)
-    out = path / CONFIG_FILE
-    out.write_text(json.dumps(_to_jsonable(config), indent=2, sort_keys=True))
-    return out
-
-
-def load_config(directory: str | pathlib.Path) -> dict:
-    """Read the JSON config saved next to checkpoints in ``directory``."""
-    path = pathlib.Path(directory) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no {CONFIG_FILE} in {directory}: expected a directory written by save_config"
-        )
-    return json.loads(path.read_text())
+from jaxzoo.config import save_config
 
 
 def _flat_shapes(state_dict: Any) -> dict[str, tuple[int, ...]]:

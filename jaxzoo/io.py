@@ -6,7 +6,7 @@ import json
 import pathlib
 from typing import Any
 
-from jaxzoo.checkpoint import _to_jsonable
+from jaxzoo.config import _encode
 
 
 def output_dir(name: str, base: str | pathlib.Path | None = None, *, announce: bool = True) -> pathlib.Path:
@@ -22,5 +22,5 @@ def write_json(path: str | pathlib.Path, obj: Any) -> pathlib.Path:
     """Write ``obj`` (dicts, lists, dataclasses, numpy scalars) as indented JSON."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_to_jsonable(obj), indent=2))
+    path.write_text(json.dumps(_encode(obj), indent=2))
     return path

@@ -25,8 +25,26 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 Rules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
 
+# The one vocabulary of logical axis names. Every parameter and activation axis of every package is named
+# from this table (a test checks it), so one rule table shards them all.
+AXES: dict[str, str] = {
+    "batch": "examples of a batch (data parallel)",
+    "length": "sequence positions: tokens, or frames x patches of a video (sequence parallel when mapped)",
+    "embed": "model width: the residual stream, norm scales, embedding rows",
+    "mlp": "hidden units of a feed-forward block",
+    "heads": "attention heads",
+    "head_dim": "features of one attention head (also the q/k feature dim of linear attention)",
+    "vocab": "vocabulary entries (embedding table, LM head)",
+    "latent": "dictionary latents of a sparse autoencoder",
+    "conv_in": "input channels of a convolution (or of a per-channel conv kernel)",
+    "conv_out": "output channels of a convolution",
+    "kernel": "spatial or temporal taps of a convolution kernel",
+    "out": "a small output projection (ColBERT's dim, class logits, a caption/motion width)",
+    "layers": "stacked layers of an nn.scan",
+}
+
 # Logical axis name -> mesh axis. Names not listed are replicated. Packages extend this with
-# `extend_rules` (e.g. ("d_sae", "model")).
+# `extend_rules` (e.g. ("length", "model") for sequence parallelism).
 DEFAULT_RULES: Rules = (
     ("batch", "data"),
     ("mlp", "model"),
@@ -38,21 +56,40 @@ DEFAULT_RULES: Rules = (
 )
 
 
+def check_axis_names(tree: Any) -> set[str]:
+    """The logical axis names used in a tree of boxed variables; ``ValueError`` for a name not in ``AXES``."""
+    names: set[str] = set()
+    for leaf in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)):
+        if isinstance(leaf, nn.LogicallyPartitioned):
+            names.update(n for n in leaf.names if n is not None)
+    unknown = sorted(names - set(AXES))
+    if unknown:
+        raise ValueError(f"logical axis names {unknown} are not in jaxzoo.AXES {sorted(AXES)}")
+    return names
+
+
 def extend_rules(*pairs: tuple[str, str | tuple[str, ...] | None], base: Rules = DEFAULT_RULES) -> Rules:
     """Return ``base`` with ``pairs`` added; a pair whose logical name is already in ``base`` replaces it."""
     for pair in pairs:
         if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
             raise ValueError(f"each rule must be a (logical_name, mesh_axis) pair; got {pair!r}")
+        if pair[0] not in AXES:
+            raise ValueError(f"rule for {pair[0]!r}: not a logical axis name of jaxzoo.AXES {sorted(AXES)}")
     names = {name for name, _ in pairs}
     return tuple(pairs) + tuple(rule for rule in base if rule[0] not in names)
 
 
-def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """Build a mesh from ``{"axis": size}``; at most one size may be -1, meaning "all remaining devices".
+def make_mesh(shape: Mapping[str, int] | str, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """Build a mesh from ``{"axis": size}`` (or ``"data=-1,model=2"``); at most one size may be -1, meaning
+    "all remaining devices". The devices are all processes' devices (``jax.devices()``).
 
     Axis types are always ``Auto``: Linen's logical constraints go through ``with_sharding_constraint``,
     which expects an Auto mesh (newer ``jax.make_mesh`` defaults to Explicit axes).
     """
+    if isinstance(shape, str):
+        from jaxzoo.script import parse_mesh
+
+        shape = parse_mesh(shape)
     devices = list(jax.devices() if devices is None else devices)
     if not shape:
         raise ValueError("make_mesh needs at least one axis, e.g. {'data': -1}; got an empty mapping")

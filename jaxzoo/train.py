@@ -22,7 +22,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from jaxzoo.checkpoint import Checkpointer, save_config
+from jaxzoo.checkpoint import Checkpointer
+from jaxzoo.config import check_resume_config, save_config
 from jaxzoo.sharding import replicated
 
 LossFn = Callable[..., tuple[jax.Array, Mapping[str, jax.Array]]]
@@ -40,37 +41,14 @@ class TrainState:
 
     @classmethod
     def create(cls, params: Any, tx: optax.GradientTransformation, extra: dict | None = None) -> TrainState:
-        """A state at step 0 on the params' devices. For params sharded on a mesh use
-        ``create_sharded_state``, which gives the optimizer state the same shardings as its params."""
+        """A state at step 0 (pure; call it inside ``jax.jit``). To build a state, sharded or not, use
+        ``jaxzoo.plan_state``, which also gives the optimizer state its parameters' shardings."""
         return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), extra=extra or {})
 
 
 def shardings_of(tree: Any) -> Any:
     """The tree of ``.sharding`` of every array in ``tree`` (e.g. a sharded TrainState)."""
     return jax.tree.map(lambda x: x.sharding, tree)
-
-
-def create_sharded_state(
-    params: Any, tx: optax.GradientTransformation, mesh: Mesh, extra: dict | None = None
-) -> tuple[TrainState, TrainState]:
-    """``TrainState.create`` for params already sharded on ``mesh`` (e.g. from ``init_sharded``).
-
-    Returns ``(state, state_sharding)``. Every optimizer-state leaf that mirrors a parameter (Adam's
-    moments, EMA copies) gets that parameter's sharding; the rest (counts, scalars) and ``extra`` are
-    replicated unless already placed. A plain ``jax.jit(TrainState.create)`` would leave XLA free to
-    replicate the moments, since they do not depend on the parameter values.
-    """
-    rep = replicated(mesh)
-    param_sharding = shardings_of(params)
-    abstract_opt = jax.eval_shape(tx.init, params)
-    opt_sharding = optax.tree_map_params(
-        tx, lambda _, s: s, abstract_opt, param_sharding, transform_non_params=lambda _: rep
-    )
-    extra = extra or {}
-    extra_sharding = jax.tree.map(lambda x: getattr(x, "sharding", rep), extra)
-    sharding = TrainState(step=rep, params=param_sharding, opt_state=opt_sharding, extra=extra_sharding)
-    state = jax.jit(lambda p, e: TrainState.create(p, tx, e), out_shardings=sharding)(params, extra)
-    return state, sharding
 
 
 def make_train_step(
@@ -95,10 +73,13 @@ def make_train_step(
         along its leading axis over ``"data"`` (or ``batch_sharding``), rng and metrics are replicated.
       post_update: optional pure ``params -> params`` applied after the optimizer update (e.g. keeping
         decoder rows unit-norm).
-      donate: donate the input state's buffers (the caller must not reuse the old state).
+      donate: donate the input state's buffers. The state passed in is then deleted by the step: keep
+        using the state it returns, and copy parameters you want to keep (``jax.tree.map(jnp.copy, p)``)
+        before the step; touching the old state raises a ``ValueError`` saying so.
 
     The rng given to ``loss_fn`` is ``fold_in(rng, state.step)``, so a run is reproducible from one key.
-    Metrics always contain ``loss`` and ``grad_norm``.
+    Metrics always contain ``loss`` and ``grad_norm``; they stay on the device (``fit`` fetches them only
+    every ``log_every`` steps).
     """
 
     def step(state: TrainState, batch: Any, rng: jax.Array) -> tuple[TrainState, dict]:
@@ -123,7 +104,7 @@ def make_train_step(
 
     donate_argnums = (0,) if donate else ()
     if mesh is None:
-        return jax.jit(step, donate_argnums=donate_argnums)
+        return _explain_donation(jax.jit(step, donate_argnums=donate_argnums))
 
     data_sharding = (
         batch_sharding if batch_sharding is not None else NamedSharding(mesh, PartitionSpec("data"))
@@ -141,7 +122,28 @@ def make_train_step(
             )
         return compiled["fn"](state, batch, rng)
 
-    return sharded_step
+    return _explain_donation(sharded_step)
+
+
+def _explain_donation(fn: Callable) -> Callable:
+    """Turn XLA's bare "Array has been deleted" into an error that says what happened and what to do."""
+
+    def step(state, batch, rng):
+        try:
+            return fn(state, batch, rng)
+        except (RuntimeError, ValueError) as e:
+            if "deleted" not in str(e).lower():
+                raise
+            raise ValueError(
+                "the train step was given a state whose arrays were deleted: the step donates its input "
+                "state, so a state (or parameters taken from it) may be used only once. Continue from the "
+                "state the step returned, copy arrays you want to keep before the step "
+                "(jax.tree.map(jnp.copy, params)), or build the step with donate=False"
+            ) from e
+
+    step.__doc__ = fn.__doc__
+    step.__wrapped__ = fn
+    return step
 
 
 def _batches(batches: Callable[[int], Any] | Iterable[Any], start: int) -> Callable[[int], Any]:
@@ -163,7 +165,8 @@ def _batches(batches: Callable[[int], Any] | Iterable[Any], start: int) -> Calla
     return next_batch
 
 
-def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
+def _fetch(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Device metrics -> host floats (scalars only): the one device-to-host sync of a logged step."""
     host = jax.device_get(dict(metrics))
     return {k: float(np.asarray(v)) for k, v in host.items() if np.ndim(v) == 0}
 
@@ -189,22 +192,30 @@ def fit(
     checkpoint_every: int = 0,
     keep: int = 3,
     config: Any = None,
-    log_every: int = 1,
+    allow_config_change: bool = False,
+    log_every: int = 10,
     desc: str = "train",
     progress: bool = True,
 ) -> tuple[TrainState, list[dict]]:
     """Run ``step_fn`` until ``state.step == num_steps``; returns ``(state, history)``.
 
     ``batches`` is ``batch_fn(step) -> batch`` (preferred: resuming then sees the same batches) or an
-    iterable. With ``workdir``, metrics are appended to ``workdir/metrics.jsonl``, a checkpoint is saved
-    every ``checkpoint_every`` steps and at the end into ``workdir/checkpoints`` (with ``config.json``),
-    and a run that finds a checkpoint there resumes from the latest one: its history is the logged
-    history up to that step followed by the new steps, exactly as an uninterrupted run's.
+    iterable. Metrics stay on the device and are fetched to the host every ``log_every`` steps and at the
+    last step (one sync per logged step, none in between); the progress bar moves every step. ``history``
+    holds one record per logged step (and per eval step).
+
+    With ``workdir``, metrics are appended to ``workdir/metrics.jsonl``, a checkpoint is saved every
+    ``checkpoint_every`` steps and at the end into ``workdir/checkpoints`` with ``config.json``, and a run
+    that finds a checkpoint there resumes from the latest one: its history is the logged history up to that
+    step followed by the new steps, exactly as an uninterrupted run's. Resuming with a ``config`` other than
+    the saved one raises ``ValueError`` unless ``allow_config_change``. In a multi-process run only process
+    0 writes metrics and shows progress; every process writes its checkpoint shards.
     """
-    if num_steps < 0:
-        raise ValueError(f"num_steps must be >= 0; got {num_steps}")
-    if log_every < 1:
-        raise ValueError(f"log_every must be >= 1; got {log_every}")
+    if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 0:
+        raise ValueError(f"num_steps must be an int >= 0; got {num_steps!r}")
+    if not isinstance(log_every, int) or log_every < 1:
+        raise ValueError(f"log_every must be an int >= 1; got {log_every!r}")
+    lead = jax.process_index() == 0
     ckpt = None
     history: list[dict] = []
     metrics_path = None
@@ -213,37 +224,41 @@ def fit(
         workdir.mkdir(parents=True, exist_ok=True)
         metrics_path = workdir / "metrics.jsonl"
         ckpt = Checkpointer(workdir / "checkpoints", keep=keep)
-        if config is not None:
-            save_config(workdir, config)
         if ckpt.latest_step() is not None:
-            state = ckpt.restore(state)
+            check_resume_config(workdir, config, allow_config_change)
+            if ckpt.latest_step() != int(state.step):
+                state = ckpt.restore(state)
+        if config is not None and lead:
+            save_config(workdir, config)
     start = int(state.step)
     if metrics_path is not None:  # keep the logged history up to the restored step, drop what came after
         history = [r for r in read_metrics(metrics_path) if r["step"] <= start]
-        metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
+        if lead:
+            metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
     next_batch = _batches(batches, start)
-    bar = tqdm(range(start, num_steps), desc=desc, disable=not progress, initial=start, total=num_steps)
+    bar = tqdm(range(start, num_steps), desc=desc, disable=not (progress and lead), initial=start,
+               total=num_steps)
     last_saved = start if ckpt is not None and ckpt.latest_step() == start else None
     for s in bar:
         state, metrics = step_fn(state, next_batch(s), rng)
         done = s + 1
         record = None
         if done % log_every == 0 or done == num_steps:
-            record = {"step": done, **_scalars(metrics)}
+            record = {"step": done, **_fetch(metrics)}
             bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "step"}, refresh=False)
         if eval_fn is not None and eval_every and done % eval_every == 0:
             record = record or {"step": done}
-            record.update({f"eval_{k}": v for k, v in _scalars(eval_fn(state)).items()})
+            record.update({f"eval_{k}": v for k, v in _fetch(eval_fn(state)).items()})
         if record is not None:
             history.append(record)
-            if metrics_path is not None:
+            if metrics_path is not None and lead:
                 with metrics_path.open("a") as f:
                     f.write(json.dumps(record) + "\n")
         if ckpt is not None and checkpoint_every and done % checkpoint_every == 0:
-            ckpt.save(done, state, config=config)
+            ckpt.save(done, state, config=config if lead else None)
             last_saved = done
     if ckpt is not None:
         if last_saved != int(state.step):
-            ckpt.save(int(state.step), state, config=config)
+            ckpt.save(int(state.step), state, config=config if lead else None)
         ckpt.close()
     return state, history
