@@ -15,7 +15,9 @@ from jaxzoo import sharding as zs
 
 
 @dataclasses.dataclass(frozen=True)
-class MLPConfig:
+class MLPConfig(jaxzoo.Config):
+    """The test MLP."""
+
     d_in: int = 8  # input features
     d_hidden: int = 16  # hidden width, sharded over "model"
     d_out: int = 4  # outputs
@@ -64,8 +66,8 @@ def unsharded_state():
 
 
 def sharded_state(mesh):
-    variables, _ = jaxzoo.init_sharded(MODEL, jax.random.key(0), jnp.zeros((1, CFG.d_in)), mesh=mesh)
-    return jaxzoo.create_sharded_state(variables["params"], TX, mesh)[0]
+    init = jaxzoo.module_init(MODEL, jnp.zeros((1, CFG.d_in)))
+    return jaxzoo.plan_state(init, TX, jax.random.key(0), mesh=mesh).state
 
 
 def test_sharded_step_equals_single_device():
@@ -100,8 +102,10 @@ def test_make_mesh_fills_remaining_devices_with_auto_axes():
 
 
 def test_extend_rules_overrides_and_adds():
-    rules = jaxzoo.extend_rules(("mlp", None), ("d_sae", "model"))
-    assert dict(rules)["mlp"] is None and dict(rules)["d_sae"] == "model" and dict(rules)["batch"] == "data"
+    rules = jaxzoo.extend_rules(("mlp", None), ("length", "model"))
+    assert dict(rules)["mlp"] is None and dict(rules)["length"] == "model" and dict(rules)["batch"] == "data"
+    with pytest.raises(ValueError, match="not a logical axis name of jaxzoo.AXES"):
+        jaxzoo.extend_rules(("d_sae", "model"))
 
 
 def test_checkpoint_round_trip_keeps_values_and_sharding(tmp_path):
@@ -118,7 +122,7 @@ def test_checkpoint_round_trip_keeps_values_and_sharding(tmp_path):
     for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state.replace(step=jnp.asarray(3)))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert restored.params["w1"].sharding.spec == jax.sharding.PartitionSpec(None, "model")
-    assert jaxzoo.load_config(tmp_path / "ckpt") == dataclasses.asdict(CFG)
+    assert jaxzoo.load_config(tmp_path / "ckpt") == CFG
 
 
 def test_fit_resume_continues_where_it_stopped(tmp_path):
@@ -128,7 +132,8 @@ def test_fit_resume_continues_where_it_stopped(tmp_path):
     def evaluate(state):
         return {"loss": loss_fn(state.params, make_batch(999), jax.random.key(0))[0]}
 
-    common = dict(rng=rng, eval_fn=evaluate, eval_every=4, checkpoint_every=3, config=CFG, progress=False)
+    common = dict(rng=rng, eval_fn=evaluate, eval_every=4, checkpoint_every=3, config=CFG, progress=False,
+                  log_every=1)
     full, hist_full = jaxzoo.fit(
         unsharded_state(), step, make_batch, num_steps=10, workdir=tmp_path / "a", **common
     )
@@ -154,7 +159,8 @@ def test_fit_resumes_from_a_mid_run_checkpoint_with_an_iterable(tmp_path):
     rng = jax.random.key(4)
     step = jaxzoo.make_train_step(loss_fn, TX)
     full, hist_full = jaxzoo.fit(
-        unsharded_state(), step, (make_batch(i) for i in range(8)), num_steps=8, rng=rng, progress=False
+        unsharded_state(), step, (make_batch(i) for i in range(8)), num_steps=8, rng=rng, progress=False,
+        log_every=1,
     )
     part, _ = jaxzoo.fit(
         unsharded_state(),
@@ -165,6 +171,7 @@ def test_fit_resumes_from_a_mid_run_checkpoint_with_an_iterable(tmp_path):
         workdir=tmp_path,
         checkpoint_every=3,
         progress=False,
+        log_every=1,
     )
     with (tmp_path / "metrics.jsonl").open("a") as f:  # a step logged after the last checkpoint
         f.write(json.dumps({"step": 7, "loss": -1.0}) + "\n")
@@ -177,6 +184,7 @@ def test_fit_resumes_from_a_mid_run_checkpoint_with_an_iterable(tmp_path):
         workdir=tmp_path,
         checkpoint_every=3,
         progress=False,
+        log_every=1,
     )
     assert hist == hist_full
     np.testing.assert_array_equal(np.asarray(resumed.params["w2"]), np.asarray(full.params["w2"]))
