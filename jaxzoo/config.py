@@ -15,8 +15,8 @@ Every config class of every package derives from ``Config`` and is a frozen data
   tuples and nested configs as their classes, so the result is equal to the original and hashable (usable
   as a ``jax.jit`` static argument). An unknown or missing field, a value of the wrong type or a file from a
   newer version raises ``ValueError`` naming it.
-- The trailing ``# comment`` of each field is added to the class docstring, so ``help(LMConfig)`` lists
-  every field with its meaning.
+- The trailing ``# comment`` of each field (and comment lines right below it, up to a ``# --- section``
+  line) is added to the class docstring, so ``help(LMConfig)`` lists every field with its meaning.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def _field_comments(cls: type) -> dict[str, str]:
             notes[last] = field.group(2).strip()
             continue
         comment = _COMMENT_LINE.match(line)
-        if comment and last is not None:
+        if comment and last is not None and not comment.group(1).startswith("--"):
             notes[last] += " " + comment.group(1).strip()
             continue
         last = None

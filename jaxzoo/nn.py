@@ -122,7 +122,8 @@ def dot_product_attention(
         causal = jnp.tril(jnp.ones((lq, lk), bool), k=lk - lq)[None, None]
         mask = causal if mask is None else mask & causal
     acc = jnp.promote_types(q.dtype, jnp.float32)
-    if dropout_rate == 0.0 and acc == jnp.float32:
+    fused = v.shape[-1] == d and q.dtype == k.dtype == v.dtype  # what jax.nn's kernel accepts
+    if dropout_rate == 0.0 and acc == jnp.float32 and fused:
         out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale)
     else:
         group = h // k.shape[2]

@@ -1,0 +1,178 @@
+"""Config round trips and their errors; the optimizer config's schedules and chain; the precision policy."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxzoo
+from jaxzoo.config import Config
+
+
+@dataclasses.dataclass(frozen=True)
+class Inner(Config):
+    """A nested config."""
+
+    sizes: tuple[int, int, int] = (1, 2, 2)  # a fixed-length tuple
+    names: tuple[str, ...] = ("a", "b")  # a variadic tuple
+    maybe: int | None = None  # optional
+
+
+@dataclasses.dataclass(frozen=True)
+class Outer(Config):
+    """A config with a nested config,
+    tuples and floats."""
+
+    inner: Inner = Inner()  # nested
+    rate: float = 0.5  # a float
+    # --- a section line that belongs to no field
+    flag: bool = True  # a flag; its comment
+    # goes on here
+    label: str | None = "x"  # text or None
+
+
+def test_round_trip_equal_and_hashable(tmp_path):
+    cfg = Outer(inner=Inner(sizes=(3, 4, 5), names=("q",), maybe=7), rate=2, flag=False, label=None)
+    back = Outer.from_json(cfg.to_json())
+    assert back == cfg and hash(back) == hash(cfg)
+    assert isinstance(back.inner.sizes, tuple) and back.rate == 2.0
+    cfg.save(tmp_path)
+    loaded = jaxzoo.load_config(tmp_path)
+    assert loaded == cfg and type(loaded) is Outer
+    assert Outer.load(tmp_path) == cfg
+    jax.jit(lambda x, c: x * c.rate, static_argnums=1)(1.0, loaded)  # usable as a static argument
+
+
+def test_field_comments_are_in_help():
+    doc = Outer.__doc__
+    assert "tuples and floats." in doc
+    assert "rate   a float" in doc and "flag   a flag; its comment goes on here" in doc
+    assert "section line" not in doc
+
+
+def test_unknown_missing_wrong_type_and_version():
+    data = Outer().to_dict()
+    with pytest.raises(ValueError, match=r"Outer has no field\(s\) \['extra'\]"):
+        Outer.from_dict({**data, "extra": 1})
+    with pytest.raises(ValueError, match=r"Outer data lacks field\(s\) \['rate'\]"):
+        Outer.from_dict({k: v for k, v in data.items() if k != "rate"})
+    with pytest.raises(ValueError, match=r"Inner.sizes: expected 3 entries, got 2"):
+        Outer.from_dict({**data, "inner": {**data["inner"], "sizes": [1, 2]}})
+    with pytest.raises(ValueError, match=r"Outer.rate: expected float, got str"):
+        Outer.from_dict({**data, "rate": "fast"})
+    with pytest.raises(ValueError, match=r"Inner.maybe: 1.5 fits none of"):
+        Outer.from_dict({**data, "inner": {**data["inner"], "maybe": 1.5}})
+    with pytest.raises(ValueError, match="version 2; this code reads versions <= 1"):
+        Outer.from_dict({**data, "__version__": 2})
+    with pytest.raises(ValueError, match="not a .*Inner"):
+        Inner.from_dict(data)
+    with pytest.raises(ValueError, match="unknown config class 'nowhere.Cfg'"):
+        Config.from_dict({"__class__": "nowhere.Cfg"})
+    with pytest.raises(ValueError, match="not valid JSON"):
+        Outer.from_json('{"rate": ')
+
+
+def test_truncated_config_file(tmp_path):
+    (tmp_path / "config.json").write_text('{"__class__": "x", ')
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        jaxzoo.load_config(tmp_path)
+
+
+def test_plain_dict_configs_still_load(tmp_path):
+    jaxzoo.save_config(tmp_path, {"a": 1, "b": [1, 2]})
+    assert jaxzoo.load_config(tmp_path) == {"a": 1, "b": [1, 2]}
+
+
+# ------------------------------------------------------------------------------------------ optimizer
+def test_warmup_is_derived_from_the_run_length():
+    cfg = jaxzoo.OptimizerConfig(schedule="cosine", warmup_fraction=0.05)
+    assert cfg.warmup(400) == 20 and cfg.replace(warmup_steps=7).warmup(400) == 7
+    lr = jaxzoo.lr_schedule(cfg, 400)
+    assert float(lr(0)) == 0.0 and float(lr(20)) == pytest.approx(1e-3)
+    assert float(lr(10)) == pytest.approx(0.5e-3)
+    assert float(lr(400)) == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    "schedule, expect",  # learning rate at steps 0, 10, 50, 90, 100 of a 100-step run, warm-up 10, end 0.1
+    [
+        ("constant", [0.0, 1.0, 1.0, 1.0, 1.0]),
+        ("cosine", [0.0, 1.0, 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * 40 / 90)), None, 0.1]),
+        ("linear", [0.0, 1.0, 1.0 - 0.9 * 40 / 90, None, 0.1]),
+        ("wsd", [0.0, 1.0, 1.0, 1.0 - 0.9 * 10 / 20, 0.1]),
+    ],
+)
+def test_schedules_against_formulas(schedule, expect):
+    cfg = jaxzoo.OptimizerConfig(learning_rate=1.0, schedule=schedule, warmup_steps=10, end_lr_ratio=0.1,
+                                 decay_fraction=0.2)
+    lr = jaxzoo.lr_schedule(cfg, 100)
+    for step, want in zip([0, 10, 50, 90, 100], expect):
+        if want is not None:
+            assert float(lr(step)) == pytest.approx(want, abs=1e-6), (schedule, step)
+
+
+def test_adamw_chain_matches_optax_by_hand():
+    cfg = jaxzoo.OptimizerConfig(learning_rate=0.1, weight_decay=0.1, grad_clip=0.5, warmup_steps=0,
+                                 b2=0.95)
+    tx = jaxzoo.make_optimizer(cfg, 10)
+    ref = optax.chain(optax.clip_by_global_norm(0.5),
+                      optax.adamw(0.1, b1=0.9, b2=0.95, weight_decay=0.1, mask=lambda p: jax.tree.map(
+                          lambda x: x.ndim >= 2, p)))
+    params = {"w": jnp.ones((2, 3)), "b": jnp.ones(3)}
+    grads = {"w": jnp.full((2, 3), 2.0), "b": jnp.full(3, -1.0)}
+    u1, _ = tx.update(grads, tx.init(params), params)
+    u2, _ = ref.update(grads, ref.init(params), params)
+    for a, b in zip(jax.tree.leaves(u1), jax.tree.leaves(u2)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_ema_and_skip_nonfinite():
+    cfg = jaxzoo.OptimizerConfig(algorithm="sgd", b1=0.0, learning_rate=1.0, ema_decay=0.5,
+                                 skip_nonfinite=True)
+    tx = jaxzoo.make_optimizer(cfg, 10)
+    params = {"w": jnp.zeros(2)}
+    state = tx.init(params)
+    updates, state = tx.update({"w": jnp.ones(2)}, state, params)
+    np.testing.assert_allclose(updates["w"], -1.0)
+    np.testing.assert_allclose(jaxzoo.ema_params(state)["w"], -0.5)  # 0.5 * 0 + 0.5 * (0 - 1)
+    updates, state = tx.update({"w": jnp.array([np.nan, 1.0])}, state, params)
+    np.testing.assert_allclose(updates["w"], 0.0)  # skipped
+    with pytest.raises(ValueError, match="no EMA"):
+        jaxzoo.ema_params(jaxzoo.make_optimizer(jaxzoo.OptimizerConfig(), 10).init(params))
+
+
+def test_optimizer_config_errors():
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        jaxzoo.OptimizerConfig(algorithm="adagrad")
+    with pytest.raises(ValueError, match="learning_rate must be positive"):
+        jaxzoo.OptimizerConfig(learning_rate=0.0)
+    with pytest.raises(ValueError, match=r"b2 must lie in \[0, 1\]"):
+        jaxzoo.OptimizerConfig(b2=1.5)
+    with pytest.raises(ValueError, match="total_steps must be a positive int"):
+        jaxzoo.lr_schedule(jaxzoo.OptimizerConfig(), 0)
+    with pytest.raises(ValueError, match="longer than the run"):
+        jaxzoo.lr_schedule(jaxzoo.OptimizerConfig(warmup_steps=20), 10)
+    with pytest.raises(ValueError, match="expects an OptimizerConfig"):
+        jaxzoo.make_optimizer({"learning_rate": 1.0}, 10)
+
+
+# ------------------------------------------------------------------------------------------ precision
+def test_precision_policy_and_dtype_names():
+    p = jaxzoo.Precision.bf16()
+    assert p.compute == jnp.bfloat16 and p.param == jnp.float32
+    assert p.dtype_for("softmax") == jnp.float32 and p.dtype_for("logits") == jnp.float32
+    assert jaxzoo.Precision(compute_dtype="bf16", float32=("norm",)).dtype_for("logits") == jnp.bfloat16
+    assert jaxzoo.Precision(compute_dtype="bf16").compute_dtype == "bfloat16"  # canonical names
+    assert jaxzoo.Precision.of("bfloat16") == p and jaxzoo.Precision.of(None) == jaxzoo.Precision()
+    assert p.cast(jnp.ones(2)).dtype == jnp.bfloat16 and p.cast(jnp.ones(2, jnp.int32)).dtype == jnp.int32
+    assert jaxzoo.Config.from_json(p.to_json()) == p
+    assert jaxzoo.parse_dtype("f64") == jnp.float64 and jaxzoo.parse_dtype(np.float16) == jnp.float16
+    with pytest.raises(ValueError, match="expected a float dtype"):
+        jaxzoo.parse_dtype("int8")
+    with pytest.raises(ValueError, match="unknown parts"):
+        jaxzoo.Precision(float32=("attention",))
+    with pytest.raises(ValueError, match="unknown precision part"):
+        p.dtype_for("everything")
