@@ -17,6 +17,7 @@ Flags every script has, spelled the same everywhere:
   --out DIR                where results.json and the plots go (default outputs/<script name>)
   --seed N                 the PRNG seed
   --smoke                  the smallest sizes that still run every code path (seconds; CI runs this)
+  --accelerator            the GPU/TPU configuration (benchmarks/run_all.py --accelerator runs them all)
 """
 
 from __future__ import annotations
@@ -63,18 +64,25 @@ def parser(doc: str | None = None, **kwargs: Any) -> argparse.ArgumentParser:
     g.add_argument("--out", type=pathlib.Path, default=None, help="results folder (default outputs/<script>)")
     g.add_argument("--seed", type=int, default=0, help="PRNG seed")
     g.add_argument("--smoke", action="store_true", help="tiny sizes that run every code path in seconds")
+    g.add_argument("--accelerator", action="store_true",
+                   help="the GPU/TPU configuration: larger sizes, bf16 where supported")
     return p
 
 
 def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None = None,
-          smoke: Mapping[str, Any] | None = None) -> argparse.Namespace:
-    """Parse ``argv``; with ``--smoke``, flags the user did not set take the values in ``smoke``."""
+          smoke: Mapping[str, Any] | None = None,
+          accelerator: Mapping[str, Any] | None = None) -> argparse.Namespace:
+    """Parse ``argv``; with ``--smoke`` (``--accelerator``), flags the user did not set take the values in
+    ``smoke`` (``accelerator``). ``--smoke`` wins when both are given (CI tests the accelerator plumbing
+    with both)."""
     args = p.parse_args(argv)
-    if args.smoke and smoke:
-        given = set(sys.argv[1:] if argv is None else argv)
-        for name, value in smoke.items():
+    given = list(sys.argv[1:] if argv is None else argv)
+    for on, overrides in ((args.accelerator, accelerator), (args.smoke, smoke)):
+        if not on or not overrides:
+            continue
+        for name, value in overrides.items():
             if not hasattr(args, name):
-                raise ValueError(f"smoke override for unknown flag {name!r}")
+                raise ValueError(f"override for unknown flag {name!r}")
             flag = "--" + name.replace("_", "-")
             if not any(a == flag or a.startswith(flag + "=") for a in given):
                 setattr(args, name, value)
@@ -127,6 +135,18 @@ class Run:
         path.write_text(json.dumps(_encode(record), indent=2))
         print(f"results: {path}")
         return path
+
+
+def load_results(path: str | pathlib.Path) -> dict:
+    """Read a results.json written by ``Run.save``; ``ValueError`` when it is truncated or not one."""
+    path = pathlib.Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); the file is truncated or corrupt") from None
+    if not isinstance(record, dict) or "results" not in record:
+        raise ValueError(f"{path} is not a results file written by jaxzoo.script (no 'results' key)")
+    return record
 
 
 def setup(args: argparse.Namespace, name: str | None = None) -> Run:
