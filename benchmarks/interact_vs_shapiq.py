@@ -2,19 +2,25 @@
 
 Two workloads, both in float64 so the values can be compared to 1e-6:
 - "moebius": the transform alone, on a random game with 2^n values (ours: fast subset transform, O(n 2^n),
-  jitted; shapiq: `ExactComputer(game, n)("Moebius")`, a Python loop over powersets, O(3^n)). Above
-  --max-peer-n only ours runs.
+  jitted; shapiq: `ExactComputer(game, n)("Moebius")`, a Python loop over powersets, O(3^n)). For the n of
+  --ours-ns only ours runs.
 - "pipeline": 2^n calls of the same small MLP on masked inputs plus the transform (ours:
   `evaluate_subsets` + `harsanyi`; shapiq: ExactComputer on a game that masks and calls the same jitted
   model on its coalition matrix in one batch).
 
-Command: python benchmarks/interact_vs_shapiq.py [--ns 8 10 12 14] [--ours-ns 16 18 20] [--repeats 3]
+Command:
+
+    python benchmarks/interact_vs_shapiq.py [--ns 8 10 12 14] [--ours-ns 16 18 20] [--repeats 3]
+    python benchmarks/interact_vs_shapiq.py --smoke --out /tmp/shapiq    # every code path in seconds
+
 Times are medians after a warm-up: --ours-repeats runs of ours, --repeats of shapiq (once above n = 12).
+shapiq is optional (`pip install shapiq`): without it the table has our columns only and says so. The
+table is printed and written, with the machine, to results.json (plus times.png); ours is faster by a
+factor that grows with n (O(n 2^n) against O(3^n)).
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import jax
@@ -22,20 +28,33 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp
+import matplotlib
 import numpy as np
-from shapiq import ExactComputer
 
 import interact
+import jaxzoo
+from jaxzoo import script
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+F64 = jaxzoo.Precision(param_dtype="float64", compute_dtype="float64")  # values compared to 1e-6
+
+try:
+    from shapiq import ExactComputer
+except ImportError:  # the peer is optional: our columns still run
+    ExactComputer = None
 
 
-def median_time(fn, repeats):
-    fn()  # warm-up / compile
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+def parse_args():
+    p = script.parser(__doc__)
+    p.add_argument("--ns", type=int, nargs="+", default=[8, 10, 12, 14], help="n for both libraries")
+    p.add_argument("--ours-ns", type=int, nargs="+", default=[16, 18, 20], help="n for ours alone")
+    p.add_argument("--pipeline-ns", type=int, nargs="+", default=[8, 10, 12])
+    p.add_argument("--repeats", type=int, default=3, help="runs of shapiq (n <= 12)")
+    p.add_argument("--ours-repeats", type=int, default=15, help="runs of ours (milliseconds each)")
+    smoke = {"ns": [4, 6], "ours_ns": [8], "pipeline_ns": [4], "repeats": 1, "ours_repeats": 2}
+    return script.parse(p, smoke=smoke)
 
 
 def to_bits(coalitions: np.ndarray) -> np.ndarray:
@@ -50,47 +69,62 @@ def shapiq_moebius(game_fn, n):
     out = np.zeros(2**n)
     for coalition, pos in result.interaction_lookup.items():
         out[sum(1 << i for i in coalition)] = result.values[pos]
-    return out, computer
+    return out
+
+
+def once(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def peer_time(fn, n, repeats):
+    return script.timeit(fn, warmup=1, repeats=repeats) if n <= 12 else once(fn)
+
+
+def row(workload, n, ours, peer=None, err=None):
+    return {
+        "workload": workload,
+        "n": n,
+        "ours (ms)": ours * 1e3,
+        "shapiq (ms)": peer * 1e3 if peer is not None else "-",
+        "ratio": f"{peer / ours:.{0 if peer / ours >= 10 else 1}f}x" if peer is not None else "-",
+        "max abs diff": f"{err:.1e}" if err is not None else "-",
+    }
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--ns", type=int, nargs="+", default=[8, 10, 12, 14], help="n for both libraries")
-    ap.add_argument("--ours-ns", type=int, nargs="+", default=[16, 18, 20], help="n for ours alone")
-    ap.add_argument("--pipeline-ns", type=int, nargs="+", default=[8, 10, 12])
-    ap.add_argument("--repeats", type=int, default=3, help="runs of shapiq (n <= 12)")
-    ap.add_argument("--ours-repeats", type=int, default=15, help="runs of ours (milliseconds each)")
-    args = ap.parse_args()
-
+    args = parse_args()
+    run = script.setup(args)
+    have_peer = ExactComputer is not None
+    if not have_peer:
+        print("shapiq is not installed (pip install shapiq): timing ours only; the shapiq columns show '-'.")
     rows = []
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(args.seed)
     for n in [*args.ns, *args.ours_ns]:
         v = rng.normal(size=2**n)
         v_dev = jnp.asarray(v)
-        ours = median_time(
-            lambda v_dev=v_dev: interact.harsanyi(v_dev).block_until_ready(), args.ours_repeats
-        )
+        ours = script.timeit(lambda v_dev=v_dev: interact.harsanyi(v_dev), repeats=args.ours_repeats)
         mine = np.asarray(interact.harsanyi(v_dev))
-        if n in args.ns:
+        if n in args.ns and have_peer:
             game = lambda coalitions, v=v: v[to_bits(coalitions)]
-            ref = None
+            out = {}
 
-            def peer(game=game, n=n):
-                nonlocal ref
-                ref, _ = shapiq_moebius(game, n)
+            def peer(game=game, n=n, out=out):
+                out["v"] = shapiq_moebius(game, n)
 
-            peer_t = median_time(peer, args.repeats) if n <= 12 else _once(peer)
-            err = float(np.abs(mine - ref).max())
-            assert err <= 1e-6 * max(1.0, np.abs(ref).max()), f"values differ at n={n}: {err}"
-            rows.append(("moebius", n, ours, peer_t, err))
+            peer_t = peer_time(peer, n, args.repeats)
+            err = float(np.abs(mine - out["v"]).max())
+            assert err <= 1e-6 * max(1.0, np.abs(out["v"]).max()), f"values differ at n={n}: {err}"
+            rows.append(row("moebius", n, ours, peer_t, err))
         else:
-            rows.append(("moebius", n, ours, None, None))
+            rows.append(row("moebius", n, ours))
 
     # The same small model for both: an MLP on 32 features, explained with n players of 32 // n features.
-    cfg = interact.MLPConfig(num_features=32, hidden=(64, 64), num_classes=4, dtype="float64")
-    model = interact.MLP(cfg)
+    cfg = interact.MLPConfig(num_features=32, hidden=(64, 64), num_classes=4, precision=F64)
+    model = interact.MLP(config=cfg)
     x = rng.normal(size=32)
-    params = jax.jit(model.init)(jax.random.key(0), x)
+    params = jax.jit(model.init)(jax.random.key(args.seed), x)
     label = 1
     for n in args.pipeline_ns:
         size = 32 // n
@@ -105,8 +139,12 @@ def main():
             v = interact.evaluate_subsets(
                 v_fn, x, baseline, players, batch_size=1024, fn_args=(params, label)
             )
-            return interact.harsanyi(v).block_until_ready()
+            return interact.harsanyi(v)
 
+        ours = script.timeit(ours_pipeline, repeats=args.ours_repeats)
+        if not have_peer:
+            rows.append(row("pipeline (2^n MLP calls + Moebius)", n, ours))
+            continue
         batched = jax.jit(lambda xs, p: interact.log_odds(model.apply(p, xs), label))
 
         def game(coalitions, member=member, batched=batched, baseline=baseline):
@@ -114,35 +152,37 @@ def main():
             keep |= ~member.any(0)
             return np.asarray(batched(np.where(keep, x, baseline), params))
 
-        ours = median_time(ours_pipeline, args.ours_repeats)
-        result = {}
+        out = {}
 
-        def peer(game=game, n=n, result=result):
-            result["v"], _ = shapiq_moebius(game, n)
+        def peer(game=game, n=n, out=out):
+            out["v"] = shapiq_moebius(game, n)
 
-        peer_t = median_time(peer, args.repeats) if n <= 12 else _once(peer)
-        err = float(np.abs(np.asarray(ours_pipeline()) - result["v"]).max())
-        rows.append(("pipeline (2^n MLP calls + Moebius)", n, ours, peer_t, err))
+        peer_t = peer_time(peer, n, args.repeats)
+        err = float(np.abs(np.asarray(ours_pipeline()) - out["v"]).max())
+        rows.append(row("pipeline (2^n MLP calls + Moebius)", n, ours, peer_t, err))
 
-    device = jax.devices()[0]
-    print(
-        f"machine: {len(jax.devices())} x {device.platform} ({device.device_kind}); float64; medians of "
-        f"{args.ours_repeats} runs (ours) and {args.repeats} (shapiq; one run above n = 12)"
+    machine = script.machine()
+    script.print_table(
+        rows,
+        title=f"Exact Moebius, float64, on {machine['devices']} x {machine['device_kind']}: medians of "
+        f"{args.ours_repeats} runs (ours) and {args.repeats} (shapiq; one run above n = 12)",
+        digits=4,
     )
-    head = f"| {'workload':<36} | {'n':>2} | {'ours (ms)':>10} | {'shapiq (ms)':>12} | {'ratio':>8} | {'max abs diff':>12} |"
-    print(head)
-    print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
-    for name, n, ours, peer, err in rows:
-        peer_s = f"{peer * 1e3:12.1f}" if peer is not None else f"{'-':>12}"
-        ratio = f"{peer / ours:7.{0 if peer / ours >= 10 else 1}f}x" if peer is not None else f"{'-':>8}"
-        err_s = f"{err:12.1e}" if err is not None else f"{'-':>12}"
-        print(f"| {name:<36} | {n:>2} | {ours * 1e3:10.3f} | {peer_s} | {ratio} | {err_s} |")
 
-
-def _once(fn):
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for workload, marker in (("moebius", "o"), ("pipeline (2^n MLP calls + Moebius)", "s")):
+        sel = [r for r in rows if r["workload"] == workload]
+        ax.semilogy(
+            [r["n"] for r in sel], [r["ours (ms)"] for r in sel], marker + "-", label=f"ours, {workload}"
+        )
+        peer_sel = [r for r in sel if r["shapiq (ms)"] != "-"]
+        if peer_sel:
+            ax.semilogy([r["n"] for r in peer_sel], [r["shapiq (ms)"] for r in peer_sel], marker + "--",
+                        label=f"shapiq, {workload}")  # fmt: skip
+    ax.set(xlabel="players n", ylabel="median time (ms)", title="exact Harsanyi interactions")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    run.save({"rows": rows, "shapiq_installed": have_peer}, figures={"times": fig})
 
 
 if __name__ == "__main__":

@@ -1,89 +1,71 @@
 """The two-phase dynamics of interactions (Zhang et al., arXiv 2405.10262), reproduced on scikit-learn digits.
 
-Trains a ReLU MLP on a small training split of the 8x8 digits (nothing is downloaded), saving orbax
-checkpoints at log-spaced steps through `jaxzoo.train.fit`. At every checkpoint it explains the log-odds of
-the true class on training and held-out samples with n = 8 players (the 2x4-pixel blocks of the image,
-baseline 0 = the background), extracts AND-OR interactions (`interact.extract_and_or`) and measures
+Trains a ReLU MLP (`interact.train`, resumable through its work directory) on a small training split of
+the 8x8 digits (nothing is downloaded), stopping at log-spaced steps. At every stop it explains the
+log-odds of the true class on training and held-out samples with n = 8 players (the 2x4-pixel blocks of
+the image, baseline 0 = the background), extracts AND-OR interactions (`interact.extract_and_or`) and
+measures
 
 - A_k^+ / A_k^- per order k (salient interactions, tau = 0.05 max|I|, AND and OR together, normalised by
   the total salient strength and averaged over samples), next to the train/test loss gap;
 - the mean order of the interactions (strength-weighted), whose minimum marks the end of phase 1;
 - the train/test Jaccard similarity of the mean interactions per class, for every order.
 
-Command (CPU defaults take about 3 minutes on 2 cores; scale up with --steps, --samples-per-class,
---hidden, --players 9/10 and --devices on a bigger machine):
+Command (the CPU defaults take a few minutes on 2 cores; scale up with --steps, --samples-per-class,
+--hidden, --players 9/10, and split the 2^n subsets over devices with --cpu-devices / --mesh):
 
     python examples/interact_two_phase.py
     python examples/interact_two_phase.py --players 10 --samples-per-class 10 --steps 8000
+    python examples/interact_two_phase.py --smoke --out /tmp/two_phase    # every code path in seconds
 
-Outputs in outputs/interact_two_phase/: metrics.json, two_phase.png (strength per order across
-checkpoints, loss gap, mean order), jaccard.png (Jaccard vs order at several checkpoints), spindle.png
-(order distribution at initialisation vs the random-game spindle and the noisy-triggering theory).
+Outputs in outputs/interact_two_phase/ (or --out): results.json (per-checkpoint losses, accuracies,
+strengths per order, mean orders, Jaccard by order, and the summary), two_phase.png (strength per order
+across checkpoints, loss gap, mean order), jaccard.png (Jaccard vs order at several checkpoints),
+spindle.png (order distribution at initialisation vs the random-game spindle and the noisy-triggering
+theory), and run/ (the training work directory: config.json, metrics.jsonl, checkpoints;
+`jaxzoo.rebuild` reads it back).
 
-What the default run shows (measured on a shared 2-core CPU: 105 s inside the script, about 2 minutes
-with imports; n = 8, 30 train + 30 test images explained at 12 checkpoints):
-- Accuracy: test 0.96. The train loss reaches 1e-4 by step ~1700, while the test loss rises from 0.159
-  (step 306) to 0.213; the loss gap is 0.21 at step 3000.
-- Mean order of all Harsanyi interactions (strength-weighted, no threshold): 4.0 at initialisation (a
-  spindle peaking at order 4; the i.i.d. random game C(n,k) 2^{k/2} peaks at 5, mean 4.7). It falls to
-  3.55 at step 55 (phase 1: low orders strengthen) and climbs back to 3.87 by step 3000 (phase 2).
-- The loss gap grows without shrinking from step 18 on. So in this run the gap starts growing somewhat
-  before phase 1 ends (step 55), whereas the paper reports the two aligned.
-- Jaccard(train, test) at the last checkpoint falls with order, from 0.66 (k=1) to 0.14 (k=6, 7), as in
-  the paper.
-- Where it differs from the paper: the salient AND-OR interactions (tau = 0.05 max|I|) at initialisation
-  are almost all first-order. This shallow MLP is nearly additive on inputs in [0, 1], and the spindle
-  lives in interactions below the threshold. So the salient mean order only rises (1.0 -> 2.5), and
-  phase 1's removal of medium and high orders shows only in the unthresholded distribution.
+What to expect (numbers in results.json): the MLP overfits its small training split (train loss near zero,
+test loss rising); the mean order of all Harsanyi interactions starts as a spindle at initialisation, falls
+early (phase 1: low orders strengthen) and climbs back (phase 2); Jaccard(train, test) falls with the
+order, as in the paper. Where this shallow MLP differs from the paper: it is nearly additive on inputs in
+[0, 1], so the salient AND-OR interactions at initialisation are almost all first-order and phase 1 shows
+only in the unthresholded distribution.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import shutil
-import time
 
-
-def parse_args():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=3000, help="training steps (Adam, minibatches)")
-    ap.add_argument("--checkpoints", type=int, default=12, help="log-spaced checkpoints, step 0 included")
-    ap.add_argument("--train-size", type=int, default=300, help="training examples (small: to overfit)")
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--hidden", type=int, nargs="+", default=[256, 256])
-    ap.add_argument("--players", type=int, default=8, choices=[8, 9, 10], help="n: image blocks")
-    ap.add_argument("--samples-per-class", type=int, default=3, help="train and test samples explained")
-    ap.add_argument("--extract-steps", type=int, default=5000, help="AND-OR optimisation steps")
-    ap.add_argument("--extract-lr", type=float, default=1e-5, help="ICML'23 image setting")
-    ap.add_argument("--q-bound", type=float, default=0.04)
-    ap.add_argument("--devices", type=int, default=1, help="CPU devices to split the 2^n subsets over")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=None, help="output folder (default outputs/interact_two_phase)")
-    return ap.parse_args()
-
-
-ARGS = parse_args()
-if ARGS.devices > 1:
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={ARGS.devices}"
-    )
-
-import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
-import optax
 from sklearn.datasets import load_digits
 from tqdm.auto import tqdm
+
+import interact
+from jaxzoo import script
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-import interact
-from jaxzoo import Checkpointer, TrainState, fit, make_mesh, make_train_step, output_dir, write_json
+
+def parse_args():
+    p = script.parser(__doc__)
+    p.add_argument("--steps", type=int, default=3000, help="training steps (Adam, minibatches)")
+    p.add_argument("--checkpoints", type=int, default=12, help="log-spaced checkpoints, step 0 included")
+    p.add_argument("--train-size", type=int, default=300, help="training examples (small: to overfit)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--hidden", type=int, nargs="+", default=[256, 256])
+    p.add_argument("--players", type=int, default=8, choices=[8, 9, 10], help="n: image blocks")
+    p.add_argument("--samples-per-class", type=int, default=3, help="train and test samples explained")
+    p.add_argument("--extract-steps", type=int, default=5000, help="AND-OR optimisation steps")
+    p.add_argument("--extract-lr", type=float, default=1e-5, help="ICML'23 image setting")
+    p.add_argument("--q-bound", type=float, default=0.04)
+    smoke = {"steps": 30, "checkpoints": 3, "train_size": 64, "batch_size": 16, "hidden": [32, 32],
+             "samples_per_class": 1, "extract_steps": 50}  # fmt: skip
+    return script.parse(p, smoke=smoke)
 
 
 def image_players(n: int) -> list[list[int]]:
@@ -101,12 +83,13 @@ def image_players(n: int) -> list[list[int]]:
 
 
 def main():
-    args = ARGS
-    t_start = time.time()
-    out = output_dir("interact_two_phase", args.out)
-    workdir = out / "run"
+    args = parse_args()
+    run = script.setup(args)  # --cpu-devices, --mesh, --out
+    workdir = run.out / "run"
     if workdir.exists():
-        shutil.rmtree(workdir)  # a fresh run each time (fit would otherwise resume from the last checkpoint)
+        shutil.rmtree(
+            workdir
+        )  # a fresh run each time (train would otherwise resume from the last checkpoint)
 
     digits = load_digits()
     x_all = (digits.data / 16.0).astype(np.float32)  # [1797, 64] in [0, 1]
@@ -115,44 +98,16 @@ def main():
     tr, te = perm[: args.train_size], perm[args.train_size :]
     x_tr, y_tr, x_te, y_te = x_all[tr], y_all[tr], x_all[te], y_all[te]
 
-    cfg = interact.MLPConfig(num_features=64, hidden=tuple(args.hidden), num_classes=10)
-    model = interact.MLP(cfg)
-    params = nn.unbox(jax.jit(model.init)(jax.random.key(args.seed), x_tr[:1]))
-    tx = optax.adam(args.lr)
-    state = TrainState.create(params, tx)
+    run_cfg = interact.RunConfig(
+        model=interact.MLPConfig(num_features=64, hidden=tuple(args.hidden), num_classes=10),
+        optimizer=interact.RunConfig().optimizer.replace(learning_rate=args.lr),
+        steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+    )  # fmt: skip
+    model = interact.MLP(config=run_cfg.model)
 
-    def loss_fn(p, batch, rng):
-        logits = model.apply(p, batch["x"])
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
-        return loss, {"acc": jnp.mean(jnp.argmax(logits, -1) == batch["y"])}
-
-    step_fn = make_train_step(loss_fn, tx)
-
-    def batch_fn(step):
-        idx = np.random.default_rng([args.seed, step]).choice(len(x_tr), args.batch_size, replace=False)
-        return {"x": x_tr[idx], "y": y_tr[idx]}
-
-    @jax.jit
-    def eval_losses(p):
-        def mean_loss(x, y):
-            logits = model.apply(p, x)
-            return (
-                optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(),
-                jnp.mean(jnp.argmax(logits, -1) == y),
-            )
-
-        return (*mean_loss(x_tr, y_tr), *mean_loss(x_te, y_te))
-
-    # Log-spaced checkpoint steps: phase 1 is early, so the start is sampled densely.
+    # Log-spaced stops: phase 1 is early, so the start is sampled densely.
     marks = np.unique(np.round(np.geomspace(10, args.steps, args.checkpoints - 1)).astype(int))
-    ckpt_steps = [0, *marks.tolist()]
-    with Checkpointer(workdir / "checkpoints", keep=len(ckpt_steps) + 1, async_save=False) as ckpt:
-        ckpt.save(0, state, config=cfg)
-    for s in ckpt_steps[1:]:
-        state, _ = fit(
-            state, step_fn, batch_fn, num_steps=s, rng=jax.random.key(1), workdir=workdir,
-            keep=len(ckpt_steps) + 1, config=cfg, desc=f"train to {s}", progress=False, log_every=10,
-        )  # fmt: skip
+    stops = [0, *marks.tolist()]
 
     # Samples to explain: per class, the first few training and test images.
     players = image_players(args.players)
@@ -163,21 +118,29 @@ def main():
     ys = np.concatenate([y_tr[pick_tr], y_te[pick_te]])
     is_train = np.arange(len(xs)) < len(pick_tr)
     baseline = np.zeros(64, np.float32)
-    mesh = make_mesh({"data": -1}) if args.devices > 1 else None
 
     def v_fn(x_s, p, y):
-        return interact.log_odds(model.apply(p, x_s), y)
+        return interact.log_odds(model.apply({"params": p}, x_s), y)
 
     records = []
-    restore = Checkpointer(workdir / "checkpoints", keep=len(ckpt_steps) + 1)
-    for s in tqdm(ckpt_steps, desc="interactions per checkpoint"):
-        st = restore.restore(state, step=s)
-        tr_loss, tr_acc, te_loss, te_acc = (float(a) for a in eval_losses(st.params))
+    for s in tqdm(stops, desc="train, then explain, at each checkpoint"):
+        state, _ = interact.train(
+            run_cfg, (x_tr, y_tr), mesh=run.mesh, workdir=workdir, stop_at=s, keep=len(stops) + 1,
+            progress=False,
+        )  # fmt: skip
+        train_m = interact.evaluate(run_cfg, state.params, (x_tr, y_tr))
+        test_m = interact.evaluate(run_cfg, state.params, (x_te, y_te))
         v = jnp.stack(
             [
                 interact.evaluate_subsets(
-                    v_fn, xs[i], baseline, players, batch_size=256, mesh=mesh, fn_args=(st.params, ys[i])
-                )
+                    v_fn,
+                    xs[i],
+                    baseline,
+                    players,
+                    batch_size=256,
+                    mesh=run.mesh,
+                    fn_args=(state.params, ys[i]),
+                )  # fmt: skip
                 for i in range(len(xs))
             ]
         )  # [samples, 2^n]
@@ -206,11 +169,11 @@ def main():
         records.append(
             {
                 "step": s,
-                "train_loss": tr_loss,
-                "test_loss": te_loss,
-                "loss_gap": te_loss - tr_loss,
-                "train_acc": tr_acc,
-                "test_acc": te_acc,
+                "train_loss": train_m["loss"],
+                "test_loss": test_m["loss"],
+                "loss_gap": test_m["loss"] - train_m["loss"],
+                "train_acc": train_m["accuracy"],
+                "test_acc": test_m["accuracy"],
                 "A_pos_train": pos_tr.tolist(),
                 "A_neg_train": neg_tr.tolist(),
                 "A_pos_test": pos_te.tolist(),
@@ -222,7 +185,6 @@ def main():
                 "l1_and_or": float(np.mean(res.loss)),
             }
         )
-    restore.close()
 
     # Where phase 1 ends: the checkpoint where the mean order of all Harsanyi interactions (no threshold) is
     # lowest; after it, higher orders come back (phase 2). Where the loss gap starts growing: the checkpoint
@@ -255,9 +217,7 @@ def main():
         "jaccard_final_by_order": records[-1]["jaccard_by_order"],
         "init_order_distribution": init_strength.tolist(),
         "random_game_spindle": spindle.tolist(),
-        "seconds": time.time() - t_start,
     }
-    write_json(out / "metrics.json", {"args": vars(args), "summary": summary, "checkpoints": records})
 
     # Plots.
     k = np.arange(1, n + 1)
@@ -284,7 +244,7 @@ def main():
     )
     axes[2].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "two_phase.png", dpi=120)
+    fig_phase = fig
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for i in np.unique(np.linspace(0, len(records) - 1, 5).round().astype(int)):
@@ -295,7 +255,7 @@ def main():
     )
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "jaccard.png", dpi=120)
+    fig_jaccard = fig
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     axes[0].plot(k, init_strength, "o-", label="network at init (sum |I_and| per order)")
@@ -307,16 +267,17 @@ def main():
     axes[1].set(xlabel="order k", ylabel="share of |w_hat|", title="noisy-triggering theory")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "spindle.png", dpi=120)
+    fig_spindle = fig
 
-    print(
-        f"{'step':>6} {'train loss':>10} {'test loss':>9} {'gap':>7} {'test acc':>8} {'order(all)':>10} {'order(sal.)':>11}"
-    )
-    for r in records:
-        print(
-            f"{r['step']:>6} {r['train_loss']:>10.4f} {r['test_loss']:>9.4f} {r['loss_gap']:>7.4f} "
-            f"{r['test_acc']:>8.3f} {r['mean_order_all']:>10.3f} {r['mean_order_salient']:>11.3f}"
-        )
+    script.print_table(
+        [
+            {"step": r["step"], "train loss": r["train_loss"], "test loss": r["test_loss"], "gap": r["loss_gap"],
+             "test acc": r["test_acc"], "order (all)": r["mean_order_all"],
+             "order (salient)": r["mean_order_salient"]}
+            for r in records
+        ],
+        title="checkpoints",
+    )  # fmt: skip
     print(
         "Jaccard(train, test) by order at the last checkpoint:", np.round(records[-1]["jaccard_by_order"], 3)
     )
@@ -328,7 +289,10 @@ def main():
     )
     print(f"phase 1 ends at step {phase1_end} (lowest mean order of all Harsanyi interactions)")
     print(f"the loss gap grows without shrinking from step {gap_start} on")
-    print(f"done in {time.time() - t_start:.0f} s; results in {out}")
+    run.save(
+        {"summary": summary, "checkpoints": records, "run_config": run_cfg.to_dict()},
+        figures={"two_phase": fig_phase, "jaccard": fig_jaccard, "spindle": fig_spindle},
+    )
 
 
 if __name__ == "__main__":

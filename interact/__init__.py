@@ -9,7 +9,13 @@ Follows Li & Zhang (ICML'23), Chen et al. (ICLR'24), Zhang et al. (arXiv 2405.10
     res = interact.extract_and_or(v, q_bound=0.04, steps=10_000, lr=1e-5)   # sparse AND + OR
     pos, neg = interact.order_strengths(res.i_and, res.i_or)                # A_k^+, A_k^-
     phi = interact.shapley_values(res.i_and, res.i_or)                      # sums to v(N) - v(empty)
+
+The MLP that the two-phase example explains trains on the shared runtime (``interact.RunConfig``,
+``init_state``, ``make_optimizer``, ``make_train_step``, ``train``, ``evaluate``; ``jaxzoo.rebuild`` of a
+work directory).
 """
+
+import numpy as np
 
 from interact.andor import (
     AndOrResult,
@@ -50,27 +56,44 @@ from interact.theory import (
     random_game_strength,
     strength_by_order,
 )
+from interact.train import (
+    RunConfig,
+    batch_fn,
+    evaluate,
+    init_state,
+    loss_fn,
+    make_optimizer,
+    make_train_step,
+    train,
+)
 
 __all__ = [
     "MAX_PLAYERS",
     "MLP",
     "AndOrResult",
     "MLPConfig",
+    "RunConfig",
     "and_or_from",
     "and_or_to_game",
     "banzhaf_interaction_index",
     "banzhaf_values",
+    "batch_fn",
+    "evaluate",
     "evaluate_subsets",
     "extract_and_or",
     "gram_matrix",
     "harsanyi",
     "harsanyi_inverse",
+    "init_state",
     "interactions_of",
     "jaccard_by_order",
     "learn_baseline",
     "log_odds",
     "logit",
+    "loss_fn",
     "lr_schedule",
+    "make_optimizer",
+    "make_train_step",
     "masked_input",
     "noisy_triggering_weights",
     "or_interactions",
@@ -80,11 +103,19 @@ __all__ = [
     "predicted_order_strength",
     "random_game_strength",
     "salient_mask",
+    "sharding_examples",
     "shapley_interaction_index",
     "shapley_values",
     "strength_by_order",
     "subset_masks",
     "subset_sizes",
     "subset_values",
+    "train",
     "weighted_jaccard",
 ]
+
+
+def sharding_examples() -> list[tuple[str, object, tuple]]:
+    """One tiny instance and sample inputs of every Linen module of the package, for the sharding test
+    (``jaxzoo.init_sharded(module, key, *args, mesh=make_mesh({"data": 4, "model": 2}))``)."""
+    return [("MLP", MLP(config=MLPConfig.tiny()), (np.zeros((8, 8), np.float32),))]

@@ -6,17 +6,18 @@ import dataclasses
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
+
+import jaxzoo
 
 
 @dataclasses.dataclass(frozen=True)
-class MLPConfig:
+class MLPConfig(jaxzoo.Config):
     """A ReLU MLP on flat features."""
 
     num_features: int = 64  # input width (8x8 digits: 64)
     hidden: tuple[int, ...] = (128, 128)  # hidden widths
     num_classes: int = 10  # output logits
-    dtype: str = "float32"  # compute and parameter dtype
+    precision: jaxzoo.Precision = jaxzoo.Precision()  # parameter and compute dtypes
 
     def __post_init__(self):
         if self.num_features < 1 or self.num_classes < 1:
@@ -25,10 +26,26 @@ class MLPConfig:
             )
         if any(h < 1 for h in self.hidden):
             raise ValueError(f"Every hidden width must be positive; got {self.hidden}.")
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+
+    @classmethod
+    def tiny(cls) -> MLPConfig:
+        """8 features, two hidden layers of 16, 4 classes: tests and smoke runs."""
+        return cls(num_features=8, hidden=(16, 16), num_classes=4)
+
+    @classmethod
+    def digits(cls) -> MLPConfig:
+        """The two-phase example's model: 8x8 digits (64 features), two hidden layers of 256, 10 classes."""
+        return cls(num_features=64, hidden=(256, 256), num_classes=10)
 
 
 class MLP(nn.Module):
-    """x [..., num_features] -> logits [..., num_classes]. Hidden axes alternate "mlp" (sharded over "model") and "embed"."""
+    """x [..., num_features] -> logits [..., num_classes].
+
+    Logical names: input "embed"; hidden axes alternate "mlp" (sharded over "model") and "embed", so no
+    kernel names the "model" mesh axis twice; the logits "out". Layers are ``dense_0``, ``dense_1``, ...,
+    ``head``.
+    """
 
     config: MLPConfig
 
@@ -37,27 +54,17 @@ class MLP(nn.Module):
         cfg = self.config
         if x.shape[-1] != cfg.num_features:
             raise ValueError(f"MLP expects inputs [..., {cfg.num_features}]; got shape {x.shape}.")
-        dtype = jnp.dtype(cfg.dtype)
-        h = x.astype(dtype)
-        axes_in = "features"
+        prec = cfg.precision
+        h = prec.cast(x)  # [..., F]
+        axis_in = "embed"
         for i, width in enumerate(cfg.hidden):
-            # Alternate sharded / replicated hidden axes, so no kernel names the "model" mesh axis twice.
             axis_out = "mlp" if i % 2 == 0 else "embed"
-            h = nn.Dense(
-                width,
-                dtype=dtype,
-                param_dtype=dtype,
-                kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), (axes_in, axis_out)),
-                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axis_out,)),
-                name=f"dense_{i}",
+            h = jaxzoo.DenseGeneral(
+                (width,), (axis_in, axis_out), dtype=prec.compute, param_dtype=prec.param, name=f"dense_{i}"
             )(h)  # [..., width]
             h = nn.relu(h)
-            axes_in = axis_out
-        return nn.Dense(
-            cfg.num_classes,
-            dtype=dtype,
-            param_dtype=dtype,
-            kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), (axes_in, "classes")),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("classes",)),
-            name="head",
+            axis_in = axis_out
+        logits = jaxzoo.DenseGeneral(
+            (cfg.num_classes,), (axis_in, "out"), dtype=prec.compute, param_dtype=prec.param, name="head"
         )(h)  # [..., num_classes]
+        return logits.astype(prec.dtype_for("logits"))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import interact as it
+import jaxzoo
 from jaxzoo.sharding import init_sharded, make_mesh
 
 
@@ -53,3 +54,15 @@ def test_error_input_width():
     cfg = it.MLPConfig(num_features=6, hidden=(4,), num_classes=2)
     with pytest.raises(ValueError, match=r"expects inputs \[..., 6\]"):
         it.MLP(cfg).init(jax.random.key(0), np.zeros((2, 5), np.float32))
+
+
+def test_precision_and_logical_names():
+    cfg = it.MLPConfig(num_features=6, hidden=(16, 8), num_classes=3, precision=jaxzoo.Precision.bf16())
+    x = np.random.default_rng(0).normal(size=(5, 6)).astype(np.float32)
+    variables = it.MLP(config=cfg).init(jax.random.key(0), x)
+    assert all(p.dtype == np.float32 for p in jax.tree.leaves(nn.unbox(variables)))  # params stay float32
+    assert it.MLP(config=cfg).apply(variables, x).dtype == np.float32  # logits in float32, matmuls in bf16
+    names = {k: v.names for k, v in variables["params"]["dense_1"].items()}
+    assert names == {"kernel": ("mlp", "embed"), "bias": ("embed",)}
+    assert variables["params"]["head"]["kernel"].names == ("embed", "out")
+    assert variables["params"]["dense_0"]["kernel"].names == ("embed", "mlp")
