@@ -4,34 +4,26 @@ Activations come from ``sae.toy.superposition_data`` (Sharkey et al.: d_in 256, 
 features, 5 active on average, frequencies ~0.99^i). For each architecture we train at a few sparsity settings
 (k for TopK/BatchTopK, the L1 coefficient for ReLU/Gated, the L0 coefficient for JumpReLU) and record, on
 held-out activations, L0, explained variance and MMCS (mean max cosine of the ground-truth features to the
-decoder rows). Writes ``frontier.json`` and ``frontier.png`` (L0 vs explained variance, and L0 vs MMCS).
+decoder rows). Writes ``results.json`` (one row per run) and ``frontier.png`` (L0 vs explained variance, and
+L0 vs MMCS) into ``--out`` (default outputs/sae_toy_frontier).
 
-    python examples/sae_toy_frontier.py                       # CPU defaults: 10 runs x 400 steps
+    python examples/sae_toy_frontier.py                       # CPU defaults: 10 runs x 400 steps, minutes
+    python examples/sae_toy_frontier.py --smoke --out /tmp/x  # every code path in seconds
     python examples/sae_toy_frontier.py --steps 5000 --batch 4096 --d-sae 2048 --train-tokens 2000000   # GPU
 
-Measured with the defaults (d_sae 512, batch 1024, 400 steps, lr 3e-3): 1.8 minutes wall on a quiet 2-core
-CPU (13 minutes when the cores were shared with other jobs at load ~20). Held-out results (L0 / explained variance / MMCS):
-    topk k=5 4.9 / 0.909 / 0.676       topk k=10 8.7 / 0.964 / 0.754
-    batchtopk k=5 4.8 / 0.950 / 0.717  batchtopk k=10 8.8 / 0.973 / 0.757
-    relu l1=1 12.4 / 0.968 / 0.784    relu l1=5 10.9 / 0.665 / 0.398   (L1 shrinkage)
-    gated l1=0.5 132 / 0.974 / 0.337  gated l1=2 12.9 / 0.971 / 0.671
-    jumprelu l0=0.5 16.7 / 0.964 / 0.564   jumprelu l0=2 10.0 / 0.966 / 0.657
-So at this budget TopK/BatchTopK reach EV 0.95-0.97 at L0 5-9 where ReLU-L1 and JumpReLU need L0 10-12 and
-Gated ~13; ReLU at L0 11 collapses to EV 0.67. None of the runs is converged: MMCS >= 0.95 needs far more
-tokens than this CPU budget (the rarest features fire ~3e-4 of the time). A longer, wider TopK run does recover
-the features (6.4 minutes wall on the same CPU):
+At this budget TopK/BatchTopK reach a higher explained variance at a lower L0 than ReLU-L1, Gated and
+JumpReLU; no run is converged (the rarest features fire ~3e-4 of the time), so MMCS stays well below 1. A
+longer, wider TopK run recovers the features:
     python examples/sae_toy_frontier.py --archs topk --topk 5 --d-sae 2048 --steps 1500 --lr 2e-3 \
         --train-tokens 400000
-    -> L0 4.8, explained variance 0.955, MMCS 0.9958, 99.4% of features matched at cosine >= 0.9
-       (65% of the 2048 latents dead: only ~512 directions exist).
+Numbers: see results.json.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
+from jaxzoo import script
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser = script.parser(__doc__)
 parser.add_argument("--d-in", type=int, default=256)
 parser.add_argument("--n-features", type=int, default=512)
 parser.add_argument("--avg-active", type=float, default=5.0)
@@ -46,18 +38,26 @@ parser.add_argument("--topk", default="5,10", help="k values for topk and batcht
 parser.add_argument("--l1", default="1,5", help="L1 coefficients for relu")
 parser.add_argument("--gated-l1", default="0.5,2", help="L1 coefficients for gated")
 parser.add_argument("--l0", default="0.5,2", help="L0 coefficients for jumprelu")
-parser.add_argument("--devices", type=int, default=1, help="fake CPU devices (data parallel over them)")
-parser.add_argument("--out", default=None, help="output folder (default outputs/sae_toy_frontier)")
-args = parser.parse_args()
+SMOKE = {
+    "d_in": 16,
+    "n_features": 32,
+    "avg_active": 3.0,
+    "d_sae": 32,
+    "steps": 3,
+    "batch": 64,
+    "train_tokens": 1024,
+    "eval_tokens": 256,
+    "topk": "2",
+    "l1": "1",
+    "gated_l1": "1",
+    "l0": "1",
+}
+args = script.parse(parser, smoke=SMOKE)
+run = script.setup(args)
 
-if args.devices > 1:
-    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+from tqdm.auto import tqdm  # noqa: E402
 
-import jax
-from tqdm.auto import tqdm
-
-import jaxzoo
-import sae
+import sae  # noqa: E402
 
 
 def floats(s):
@@ -85,29 +85,28 @@ def runs():
 
 
 def main():
-    out = jaxzoo.output_dir("sae_toy_frontier", args.out)
     x, features = sae.toy.superposition_data(
         args.train_tokens + args.eval_tokens,
         d_in=args.d_in,
         n_features=args.n_features,
         avg_active=args.avg_active,
-        seed=0,
+        seed=args.seed,
     )
     train_x, eval_x = x[: args.train_tokens], x[args.train_tokens :]
-    mesh = jaxzoo.make_mesh({"data": -1}) if args.devices > 1 else None
     results = []
     plan = list(runs())
     for arch, hp in tqdm(plan, desc="frontier"):
         cfg = sae.SAEConfig(
             d_in=args.d_in, d_sae=args.d_sae, architecture=arch, init_samples=8192, dead_tokens=200_000, **hp
         )
-        params, history = sae.train(
+        params, _ = sae.train(
             cfg,
             train_x,
             steps=args.steps,
             batch_size=args.batch,
             learning_rate=args.lr,
-            mesh=mesh,
+            seed=args.seed,
+            mesh=run.mesh,
             progress=False,
         )
         report = sae.evaluate(cfg, params, eval_x)
@@ -122,18 +121,21 @@ def main():
             **rec,
         }
         results.append(row)
-        tqdm.write(
-            f"{arch:9s} {str(hp):70s} L0 {row['l0']:6.2f}  EV {row['explained_variance']:.4f}  "
-            f"MMCS {row['mmcs']:.4f}  recovered {row['frac_recovered']:.3f}  dead {row['dead_fraction']:.3f}"
-        )
-    jaxzoo.write_json(
-        out / "frontier.json", {"args": vars(args), "devices": str(jax.devices()), "runs": results}
+    script.print_table(
+        [{"run": f"{r['architecture']} {sparsity(r)}", **{k: r[k] for k in COLUMNS}} for r in results],
+        title=f"held out ({args.eval_tokens} tokens), {args.steps} steps of {args.batch}",
     )
-    plot(results, out / "frontier.png")
-    print(f"wrote {out / 'frontier.json'} and {out / 'frontier.png'}")
+    run.save({"runs": results}, figures={"frontier": plot(results)})
 
 
-def plot(results, path):
+COLUMNS = ("l0", "explained_variance", "mmcs", "frac_recovered", "dead_fraction")
+
+
+def sparsity(row):
+    return ", ".join(f"{k}={row[k]}" for k in ("k", "l1_coefficient", "l0_coefficient") if k in row)
+
+
+def plot(results):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,7 +154,7 @@ def plot(results, path):
     axes[0].legend()
     fig.suptitle(f"toy superposition: d_in {args.d_in}, {args.n_features} features, d_sae {args.d_sae}")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    return fig
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 import jaxzoo
 from sae import ops
-from sae.config import SAEConfig
+from sae.config import ARCHITECTURES, SAEConfig
 
 EMBED, LATENT = "embed", "latent"
 
@@ -48,10 +48,10 @@ class SAE(nn.Module):
     ``__call__``: x -> (x_hat, f). ``train=True`` only matters for BatchTopK (batch top-k instead of the
     inference threshold; x must then be [B, d_in])."""
 
-    cfg: SAEConfig
+    config: SAEConfig
 
     def setup(self):
-        cfg = self.cfg
+        cfg = self.config
         zeros = nn.initializers.zeros
         self.W_dec = self.param(
             "W_dec",
@@ -77,12 +77,12 @@ class SAE(nn.Module):
             )
 
     def _centre(self, x):
-        return x - self.b_dec if self.cfg.apply_b_dec_to_input else x
+        return x - self.b_dec if self.config.apply_b_dec_to_input else x
 
     def pre_activation(self, x):
         """z [..., d_sae] (for gated: pi_gate)."""
-        check_input(x, self.cfg)
-        if self.cfg.architecture == "gated":
+        check_input(x, self.config)
+        if self.config.architecture == "gated":
             return ops.gated_pre_activations(
                 self._centre(x), self.W_enc, self.b_gate, self.r_mag, self.b_mag
             )[0]
@@ -90,7 +90,7 @@ class SAE(nn.Module):
 
     def encode(self, x, train: bool = False):
         """f [..., d_sae] for x [..., d_in]."""
-        cfg = self.cfg
+        cfg = self.config
         check_input(x, cfg)
         x = self._centre(x)
         if cfg.architecture == "gated":
@@ -112,9 +112,9 @@ class SAE(nn.Module):
 
     def decode(self, f):
         """x_hat [..., d_in] for f [..., d_sae]."""
-        if f.ndim < 1 or f.shape[-1] != self.cfg.d_sae:
+        if f.ndim < 1 or f.shape[-1] != self.config.d_sae:
             raise ValueError(
-                f"latents must have shape [..., d_sae={self.cfg.d_sae}]; got shape {tuple(f.shape)}."
+                f"latents must have shape [..., d_sae={self.config.d_sae}]; got shape {tuple(f.shape)}."
             )
         return ops.decode(f, self.W_dec, self.b_dec)
 
@@ -132,6 +132,13 @@ def init_params(cfg: SAEConfig, rng, *, mesh=None, rules=None):
     rules = jaxzoo.DEFAULT_RULES if rules is None else rules
     variables, shardings = jaxzoo.init_sharded(module, rng, x, mesh=mesh, rules=rules)
     return variables["params"], shardings["params"]
+
+
+def sharding_examples() -> list[tuple[str, nn.Module, tuple]]:
+    """One tiny SAE per architecture with a sample batch, for the repository's sharding test on a
+    (data=4, model=2) mesh: d_sae 32 splits over "model", the batch of 8 over "data"."""
+    x = jnp.zeros((8, 16), jnp.float32)
+    return [(f"SAE/{arch}", SAE(SAEConfig.tiny(arch)), (x,)) for arch in ARCHITECTURES]
 
 
 def apply(cfg: SAEConfig, params, x, method: str = "__call__", **kwargs):

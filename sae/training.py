@@ -1,11 +1,14 @@
-"""Training: optimiser, pure loss/step for jaxzoo.train, dead-latent tracking, normalisation folding.
+"""Training: optimiser, state, pure loss/step for jaxzoo, dead-latent tracking, normalisation folding.
 
-``train(cfg, activations, steps=..., batch_size=...)`` -> (params, history). The step is
-``jaxzoo.make_train_step`` with:
-  - the loss of ``sae.losses`` on x * scale (scale = sqrt(d_in) / mean ||x||, kept in ``state.extra``),
-  - an optax chain [project W_dec gradients off the decoder rows] -> clip -> Adam(warm-up, decay),
-    wrapped in ``optax.apply_if_finite`` so a batch with NaN/inf never moves the weights,
-  - ``post_update``: W_dec rows back to unit norm (where the architecture calls for it), JumpReLU theta >= 0,
+``train(cfg, activations, steps=..., batch_size=...)`` -> (params, history), with ``cfg`` an ``SAEConfig``
+or a whole ``RunConfig``. The pieces, each a thin call of jaxzoo:
+  - ``make_optimizer(run_cfg)``: ``jaxzoo.make_optimizer(run_cfg.optimizer, ...)`` with the decoder-gradient
+    projection before it (Adam, wsd schedule, clipping, NaN/inf steps skipped: ``default_optimizer``),
+  - ``init_state(run_cfg, rng, sample=...)``: ``jaxzoo.plan_state`` (params sharded by logical names, the
+    Adam moments like their params, restore from ``workdir``), b_dec and the input scale from ``sample``,
+  - ``make_train_step(run_cfg)``: ``jaxzoo.make_train_step`` with the loss of ``sae.losses`` on x * scale
+    (scale = sqrt(d_in) / mean ||x||, kept in ``state.extra``), a ``post_update`` putting W_dec rows back to
+    unit norm (where the architecture calls for it) and JumpReLU theta >= 0, and dead-latent resampling,
 and ``state.extra`` carrying: tokens since each latent last fired (dead latents for AuxK and resampling),
 the BatchTopK threshold EMA, the count of skipped (non-finite) batches, and the step for the L1 warm-up.
 Checkpoints and resume come from ``jaxzoo.fit`` (``workdir=...``).
@@ -18,6 +21,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,25 +29,8 @@ import optax
 
 import jaxzoo
 from sae import losses, ops
-from sae.config import SAEConfig
-from sae.model import init_params
-
-
-def lr_schedule(cfg: SAEConfig, steps: int, learning_rate: float | None = None):
-    """Linear warm-up over ``cfg.lr_warmup_steps``, constant, then linear decay to 0 over the last
-    ``cfg.lr_decay_fraction`` of ``steps`` (SAELens' recipe)."""
-    lr = cfg.lr if learning_rate is None else learning_rate
-    warm = max(cfg.lr_warmup_steps, 0)
-    decay_steps = int(round(cfg.lr_decay_fraction * steps))
-    decay_start = steps - decay_steps
-
-    def schedule(count):
-        count = jnp.asarray(count, jnp.float32)
-        up = jnp.minimum(1.0, (count + 1) / warm) if warm else 1.0
-        down = jnp.clip((steps - count) / decay_steps, 0.0, 1.0) if decay_steps else 1.0
-        return lr * up * jnp.where(count < decay_start, 1.0, down)
-
-    return schedule
+from sae.config import RunConfig, SAEConfig, default_optimizer
+from sae.model import SAE
 
 
 def project_decoder_gradient() -> optax.GradientTransformation:
@@ -60,18 +47,11 @@ def project_decoder_gradient() -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def make_optimizer(
-    cfg: SAEConfig, steps: int, learning_rate: float | None = None
-) -> optax.GradientTransformation:
-    parts = []
-    if cfg.constrain_decoder:
-        parts.append(project_decoder_gradient())
-    if cfg.grad_clip > 0:
-        parts.append(optax.clip_by_global_norm(cfg.grad_clip))
-    parts.append(
-        optax.adam(lr_schedule(cfg, steps, learning_rate), b1=cfg.adam_b1, b2=cfg.adam_b2, eps=cfg.adam_eps)
-    )
-    return optax.apply_if_finite(optax.chain(*parts), max_consecutive_errors=2**30)
+def make_optimizer(run_cfg: RunConfig) -> optax.GradientTransformation:
+    """``run_cfg.optimizer`` for ``run_cfg.steps`` steps, with the decoder-gradient projection first when
+    the architecture keeps W_dec rows unit-norm."""
+    before = (project_decoder_gradient(),) if run_cfg.model.constrain_decoder else ()
+    return jaxzoo.make_optimizer(run_cfg.optimizer, run_cfg.steps, before=before)
 
 
 def post_update(cfg: SAEConfig):
@@ -88,10 +68,13 @@ def post_update(cfg: SAEConfig):
     return fn
 
 
-def initial_extra(cfg: SAEConfig, scale: float = 1.0) -> dict:
+def initial_extra(cfg: SAEConfig, scale: float = 1.0, *, boxed: bool = False) -> dict:
+    """The ``state.extra`` of a fresh run; ``boxed``: tokens_since_fired carries the logical name "latent"
+    (for ``jaxzoo.plan_state``, which then shards it like the latents)."""
+    since = jnp.zeros(cfg.d_sae, jnp.int32)  # saturates at cfg.dead_tokens
     return {
         "scale": jnp.asarray(scale, jnp.float32),  # input normalisation factor s
-        "tokens_since_fired": jnp.zeros(cfg.d_sae, jnp.int32),  # saturates at cfg.dead_tokens
+        "tokens_since_fired": nn.LogicallyPartitioned(since, ("latent",)) if boxed else since,
         "threshold": jnp.zeros((), jnp.float32),  # BatchTopK inference threshold (EMA of the min kept act)
         "skipped": jnp.zeros((), jnp.int32),  # batches skipped for NaN/inf
         "step": jnp.zeros((), jnp.int32),
@@ -251,30 +234,78 @@ def initial_scale_and_bias(sample: np.ndarray, cfg: SAEConfig) -> tuple[float, n
     return scale, np.asarray(b_dec, np.float32)
 
 
-def init_state(
-    cfg: SAEConfig, sample: np.ndarray, *, steps: int, seed: int = 0, learning_rate=None, mesh=None, tx=None
-):
-    """(TrainState, optimizer) ready for ``make_step``; ``tx`` reuses an optimizer (else one is made)."""
-    params, shardings = init_params(cfg, jax.random.key(seed), mesh=mesh)
-    scale, b_dec = initial_scale_and_bias(sample, cfg)
-    params = dict(params)
-    params["b_dec"] = jax.device_put(b_dec, shardings["b_dec"] if shardings else None)
-    if cfg.architecture == "batchtopk":
-        params.pop("threshold")  # not trained by gradient: an EMA in extra, put back by ``train``
-    tx = make_optimizer(cfg, steps, learning_rate) if tx is None else tx
-    extra = initial_extra(cfg, scale)
-    if mesh is None:
-        return jaxzoo.TrainState.create(params, tx, extra=extra), tx
-    extra = jax.device_put(extra, jaxzoo.replicated(mesh))
-    state = jax.jit(lambda p, e: jaxzoo.TrainState.create(p, tx, extra=e))(params, extra)
-    return state, tx
+def recipe(run_cfg: RunConfig, *, scale: float = 1.0, b_dec: np.ndarray | None = None) -> jaxzoo.Recipe:
+    """Module, init function (boxed params; b_dec set to ``b_dec`` when given; no BatchTopK threshold, which
+    is an EMA in ``extra`` until ``final_params``), optimiser and extra state of a run."""
+    cfg = run_cfg.model
+    module = SAE(cfg)
+    sample = jnp.zeros((1, cfg.d_in), jnp.float32)
 
+    def init_fn(rng):
+        params = dict(module.init(rng, sample)["params"])
+        if b_dec is not None:
+            params["b_dec"] = params["b_dec"].replace_boxed(jnp.asarray(b_dec, jnp.float32))
+        if cfg.architecture == "batchtopk":
+            params.pop("threshold")
+        return params
 
-def make_step(cfg: SAEConfig, tx, *, mesh=None, donate: bool = True):
-    """The jitted (sharded when ``mesh``) train step ``step(state, batch, rng) -> (state, metrics)``."""
-    return jaxzoo.make_train_step(
-        make_loss_fn(cfg), tx, mesh=mesh, has_extra=True, post_update=post_update(cfg), donate=donate
+    return jaxzoo.Recipe(
+        model=module,
+        init_fn=init_fn,
+        tx=make_optimizer(run_cfg),
+        extra=lambda rng: initial_extra(cfg, scale, boxed=True),
     )
+
+
+def init_state(
+    run_cfg: RunConfig,
+    rng: jax.Array | None = None,
+    *,
+    sample: np.ndarray | None = None,
+    mesh=None,
+    workdir=None,
+    zero1: bool = False,
+    allow_config_change: bool = False,
+) -> jaxzoo.StatePlan:
+    """The training state of ``run_cfg`` through ``jaxzoo.plan_state``: sharded by logical names on ``mesh``
+    (latents over "model", Adam moments like their params; ``zero1``: also over "data"), restored from
+    ``workdir/checkpoints`` when there is one (the config must then match).
+
+    ``sample`` [n, d_in]: activations that set the input scale and the b_dec initialisation
+    (``cfg.b_dec_init``); without it the scale is 1 and b_dec 0. ``rng`` defaults to ``key(run_cfg.seed)``.
+    """
+    cfg = run_cfg.model
+    scale, b_dec = (1.0, None) if sample is None else initial_scale_and_bias(sample, cfg)
+    r = recipe(run_cfg, scale=scale, b_dec=b_dec)
+    return jaxzoo.plan_state(
+        r.init_fn,
+        r.tx,
+        jax.random.key(run_cfg.seed) if rng is None else rng,
+        mesh=mesh,
+        rules=r.rules,
+        extra=r.extra,
+        workdir=workdir,
+        config=run_cfg,
+        allow_config_change=allow_config_change,
+        zero1=zero1,
+    )
+
+
+def make_train_step(run_cfg: RunConfig, *, mesh=None, state_sharding=None, donate: bool = True):
+    """The jitted (sharded when ``mesh``) train step ``step(state, batch, rng) -> (state, metrics)``: the SAE
+    loss, ``make_optimizer(run_cfg)``, unit-norm decoder / non-negative theta after each update, and dead-latent
+    resampling every ``model.resample_every`` steps."""
+    cfg = run_cfg.model
+    step = jaxzoo.make_train_step(
+        make_loss_fn(cfg),
+        make_optimizer(run_cfg),
+        mesh=mesh,
+        state_sharding=state_sharding,
+        has_extra=True,
+        post_update=post_update(cfg),
+        donate=donate,
+    )
+    return with_resampling(step, cfg, state_sharding=state_sharding if mesh is not None else None)
 
 
 def resample_dead(state, batch, rng, cfg: SAEConfig):
@@ -318,7 +349,7 @@ def resample_dead(state, batch, rng, cfg: SAEConfig):
     return state.replace(params=params, opt_state=opt_state, extra=extra)
 
 
-def with_resampling(step, cfg: SAEConfig, *, mesh=None):
+def with_resampling(step, cfg: SAEConfig, *, state_sharding=None):
     """Wrap a train step so that every ``cfg.resample_every`` steps dead latents are resampled (a host-side
     check of the step counter; the resampling itself is one jitted function)."""
     if not cfg.resample_every:
@@ -335,7 +366,9 @@ def with_resampling(step, cfg: SAEConfig, *, mesh=None):
         if count % cfg.resample_every == 0:
             if "fn" not in compiled:
                 fn = functools.partial(resample_dead, cfg=cfg)
-                out = jaxzoo.shardings_of(state) if mesh is not None else None
+                out = state_sharding
+                if out is None and isinstance(state.params["W_dec"].sharding, jax.sharding.NamedSharding):
+                    out = jaxzoo.shardings_of(state)
                 compiled["fn"] = jax.jit(fn, out_shardings=out) if out is not None else jax.jit(fn)
             state = compiled["fn"](state, batch, jax.random.fold_in(rng, count))
         return state, metrics
@@ -344,11 +377,9 @@ def with_resampling(step, cfg: SAEConfig, *, mesh=None):
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_optimizer_and_step(cfg: SAEConfig, steps: int, learning_rate: float | None):
-    """One optimizer and compiled step per (config, steps, lr): repeated ``train`` calls (sweeps, resumes)
-    reuse the compilation."""
-    tx = make_optimizer(cfg, steps, learning_rate)
-    return tx, with_resampling(make_step(cfg, tx), cfg)
+def _cached_step(run_cfg: RunConfig):
+    """One compiled single-device step per run config: repeated ``train`` calls (sweeps, resumes) reuse it."""
+    return make_train_step(run_cfg)
 
 
 def final_params(state, cfg: SAEConfig) -> dict:
@@ -361,55 +392,87 @@ def final_params(state, cfg: SAEConfig) -> dict:
     return params
 
 
+def run_config(
+    config: SAEConfig | RunConfig,
+    *,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    learning_rate: float | None = None,
+    seed: int | None = None,
+) -> RunConfig:
+    """A ``RunConfig`` from a model config (``steps`` and ``batch_size`` then required; the optimiser is
+    ``default_optimizer(config, learning_rate)``) or from a run config with the given fields replaced."""
+    if isinstance(config, SAEConfig):
+        if steps is None or batch_size is None:
+            raise ValueError(
+                "train(SAEConfig, ...) needs steps=... and batch_size=... (or pass a sae.RunConfig)."
+            )
+        return RunConfig(
+            model=config,
+            optimizer=default_optimizer(config, learning_rate),
+            steps=steps,
+            batch_size=batch_size,
+            seed=0 if seed is None else seed,
+        )
+    if not isinstance(config, RunConfig):
+        raise ValueError(f"expected a sae.SAEConfig or sae.RunConfig; got {type(config).__name__}.")
+    changes = {
+        k: v for k, v in (("steps", steps), ("batch_size", batch_size), ("seed", seed)) if v is not None
+    }
+    if learning_rate is not None:
+        changes["optimizer"] = config.optimizer.replace(learning_rate=learning_rate)
+    return config.replace(**changes) if changes else config
+
+
 def train(
-    cfg: SAEConfig,
+    config: SAEConfig | RunConfig,
     activations: Any,
     *,
-    steps: int,
-    batch_size: int,
+    steps: int | None = None,
+    batch_size: int | None = None,
     learning_rate: float | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     mesh=None,
+    zero1: bool = False,
     workdir=None,
     checkpoint_every: int = 0,
     progress: bool = True,
-    log_every: int = 1,
+    log_every: int = 10,
 ) -> tuple[dict, list[dict]]:
-    """Train an SAE; returns (params for raw activations, history of per-step metrics).
+    """Train an SAE; returns (params for raw activations, history: metrics every ``log_every`` steps).
 
     Args:
+      config: a ``RunConfig``, or an ``SAEConfig`` with ``steps`` and ``batch_size`` (then Adam at
+        ``learning_rate``, default 2e-4 / sqrt(d_sae / 2**14)); given keywords override the run config's.
       activations: an array [N, d_in] (shuffled into batches each epoch) or an iterable of [batch_size, d_in]
         batches (e.g. an ``ActivationStore``).
-      steps, batch_size: optimisation steps and tokens per step.
-      learning_rate: overrides ``cfg.learning_rate``.
-      mesh: a jaxzoo mesh ({"data": ..., "model": ...}): batch split over "data", d_sae over "model".
-      workdir: checkpoints every ``checkpoint_every`` steps plus metrics.jsonl; a rerun resumes there.
+      mesh: a jaxzoo mesh ({"data": ..., "model": ...}): batch split over "data", latents over "model";
+        ``zero1``: the Adam moments also over "data".
+      workdir: checkpoints every ``checkpoint_every`` steps plus metrics.jsonl and config.json; a rerun
+        with the same run config resumes there (another config raises ValueError).
     """
-    if steps < 1 or batch_size < 1:
-        raise ValueError(
-            f"steps and batch_size must be positive; got steps={steps}, batch_size={batch_size}."
-        )
-    sample, source = _init_sample(activations, cfg, batch_size, seed)
+    run_cfg = run_config(config, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+    cfg = run_cfg.model
+    sample, source = _init_sample(activations, cfg, run_cfg.batch_size, run_cfg.seed)
+    plan = init_state(run_cfg, sample=sample, mesh=mesh, workdir=workdir, zero1=zero1)
     if mesh is None:
-        tx, step = _cached_optimizer_and_step(cfg, steps, learning_rate)
-        state, _ = init_state(cfg, sample, steps=steps, seed=seed, tx=tx)
+        step = _cached_step(run_cfg)
     else:
-        state, tx = init_state(cfg, sample, steps=steps, seed=seed, learning_rate=learning_rate, mesh=mesh)
-        step = with_resampling(make_step(cfg, tx, mesh=mesh), cfg, mesh=mesh)
-    check = _Checked(cfg, batch_size)
+        step = make_train_step(run_cfg, mesh=mesh, state_sharding=plan.shardings)
+    check = _Checked(cfg, run_cfg.batch_size)
     if callable(source):
         batches = lambda s: check(source(s))
     else:
         batches = (check(b) for b in source)
     state, history = jaxzoo.fit(
-        state,
+        plan.state,
         step,
         batches,
-        num_steps=steps,
-        rng=jax.random.key(seed),
+        num_steps=run_cfg.steps,
+        rng=jax.random.key(run_cfg.seed),
         workdir=workdir,
         checkpoint_every=checkpoint_every,
-        config=cfg,
+        config=run_cfg,
         desc=f"sae/{cfg.architecture}",
         progress=progress,
         log_every=log_every,

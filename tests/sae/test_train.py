@@ -92,14 +92,14 @@ def test_folding_the_scale_leaves_outputs_unchanged(arch):
 
 
 # one small config shared by the training tests, so its step compiles once (sae.train caches it)
-SMALL = sae.SAEConfig(d_in=16, d_sae=32, architecture="topk", k=4, init_samples=256, dead_tokens=256)
+SMALL = sae.SAEConfig.tiny()
+SMALL_RUN = sae.RunConfig(model=SMALL, steps=6, batch_size=128)
 
 
 def test_decoder_stays_unit_norm_and_moves_under_projected_update():
-    cfg = SMALL
     x = toy(512)
-    tx, step = sae_train._cached_optimizer_and_step(cfg, 6, None)
-    state, _ = sae_train.init_state(cfg, x[:256], steps=6, tx=tx)
+    step = sae_train._cached_step(SMALL_RUN)
+    state = sae.init_state(SMALL_RUN, sample=x[:256]).state
     w0 = np.asarray(state.params["W_dec"])
     for i in range(4):
         state, _ = step(state, x[i * 128 : (i + 1) * 128], jax.random.key(0))
@@ -143,28 +143,28 @@ def test_nan_batch_is_skipped_counted_and_warned_once():
     batches[2][3, 5] = np.nan
     batches[4][0, 0] = np.inf
     with pytest.warns(RuntimeWarning, match="NaN or inf") as record:
-        params, history = sae.train(cfg, iter(batches), steps=6, batch_size=128, progress=False)
+        params, history = sae.train(cfg, iter(batches), steps=6, batch_size=128, progress=False, log_every=1)
     assert sum("NaN or inf" in str(w.message) for w in record) == 1
     assert history[-1]["skipped"] == 2
     assert all(np.isfinite(np.asarray(v)).all() for v in params.values())
     assert np.isnan(history[2]["loss"]) and np.isfinite(history[3]["loss"])
 
 
-def test_sharded_step_equals_single_device():
+def test_sharded_step_equals_single_device_with_auxk():
     """data=4, model=2 against one device, 3 steps of the TopK step, with half the latents marked dead so
     the AuxK branch runs too."""
-    cfg = SMALL
     x = toy(512, seed=5)
-    tx, step = sae_train._cached_optimizer_and_step(cfg, 6, None)
-    single, _ = sae_train.init_state(cfg, x[:256], steps=6, tx=tx)
+    step = sae_train._cached_step(SMALL_RUN)
+    single = sae.init_state(SMALL_RUN, sample=x[:256]).state
     mesh = jaxzoo.make_mesh({"data": 4, "model": 2})
-    sharded, tx2 = sae_train.init_state(cfg, x[:256], steps=6, mesh=mesh)
-    since = np.where(np.arange(cfg.d_sae) % 2 == 0, cfg.dead_tokens, 0).astype(np.int32)
+    plan = sae.init_state(SMALL_RUN, sample=x[:256], mesh=mesh)
+    sharded = plan.state
+    since = np.where(np.arange(SMALL.d_sae) % 2 == 0, SMALL.dead_tokens, 0).astype(np.int32)
     single = single.replace(extra={**single.extra, "tokens_since_fired": jnp.asarray(since)})
     sharded_since = jax.device_put(since, sharded.extra["tokens_since_fired"].sharding)
     sharded = sharded.replace(extra={**sharded.extra, "tokens_since_fired": sharded_since})
     assert sharded.params["W_enc"].sharding.spec == jax.sharding.PartitionSpec(None, "model")
-    sharded_step = sae_train.make_step(cfg, tx2, mesh=mesh)
+    sharded_step = sae.make_train_step(SMALL_RUN, mesh=mesh, state_sharding=plan.shardings)
     auxk = []
     for i in range(3):
         batch = x[i * 128 : (i + 1) * 128]
@@ -181,7 +181,7 @@ def test_sharded_step_equals_single_device():
 
 def test_toy_recovery_topk():
     x, features = sae.toy.superposition_data(30_000, d_in=32, n_features=48, avg_active=3, seed=0)
-    cfg = sae.SAEConfig(d_in=32, d_sae=96, architecture="topk", k=4, init_samples=4096, lr_decay_fraction=0.2)
+    cfg = sae.SAEConfig(d_in=32, d_sae=96, architecture="topk", k=4, init_samples=4096)
     params, history = sae.train(cfg, x, steps=250, batch_size=512, learning_rate=3e-3, progress=False)
     rec = sae.toy.recovery(params, features)
     assert rec["mmcs"] >= 0.9, rec
@@ -189,13 +189,24 @@ def test_toy_recovery_topk():
 
 
 def test_train_resumes_from_checkpoint(tmp_path):
-    """An interrupted run (here: one told to stop at step 3, whose schedule equals the 6-step one up to
-    there) resumes from its checkpoint and ends where an uninterrupted run ends."""
-    cfg = SMALL
+    """A run interrupted at step 3 (its state checkpointed by jaxzoo.fit with the run config) is resumed by
+    ``sae.train`` and ends where an uninterrupted run ends, with the whole history."""
     x = toy(1024)
-    full, _ = sae.train(cfg, x, steps=6, batch_size=128, progress=False)
-    sae.train(cfg, x, steps=3, batch_size=128, progress=False, workdir=tmp_path, checkpoint_every=3)
-    resumed, history = sae.train(cfg, x, steps=6, batch_size=128, progress=False, workdir=tmp_path)
+    full, _ = sae.train(SMALL_RUN, x, progress=False)
+    sample, batches = sae_train._init_sample(x, SMALL, SMALL_RUN.batch_size, SMALL_RUN.seed)
+    plan = sae.init_state(SMALL_RUN, sample=sample)
+    jaxzoo.fit(
+        plan.state,
+        sae_train._cached_step(SMALL_RUN),
+        batches,
+        num_steps=3,
+        rng=jax.random.key(0),
+        workdir=tmp_path,
+        config=SMALL_RUN,
+        log_every=1,
+        progress=False,
+    )
+    resumed, history = sae.train(SMALL_RUN, x, progress=False, workdir=tmp_path, log_every=1)
     assert [h["step"] for h in history] == [1, 2, 3, 4, 5, 6]
     for k in full:
         np.testing.assert_allclose(full[k], resumed[k], err_msg=k, **TOL)
@@ -243,10 +254,9 @@ def test_resampling_reinitialises_only_dead_latents():
         d_in=8, d_sae=16, architecture="relu", resample_every=2, init_samples=64, dead_tokens=64
     )
     x = toy(64, d=8)
-    state, tx = sae_train.init_state(cfg, x, steps=4)
-    state, _ = jax.jit(sae_train.make_step(cfg, tx, donate=False))(
-        state, x, jax.random.key(0)
-    )  # Adam moments != 0
+    run = sae.RunConfig(model=cfg, steps=4, batch_size=64)
+    state = sae.init_state(run, sample=x).state
+    state, _ = sae.make_train_step(run, donate=False)(state, x, jax.random.key(0))  # Adam moments != 0
     dead = np.arange(16) % 3 == 0
     state = state.replace(
         extra={**state.extra, "tokens_since_fired": jnp.where(dead, 64, 0).astype(jnp.int32)}
