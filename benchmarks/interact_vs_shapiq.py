@@ -21,8 +21,6 @@ factor that grows with n (O(n 2^n) against O(3^n)).
 
 from __future__ import annotations
 
-import time
-
 import jax
 
 jax.config.update("jax_enable_x64", True)
@@ -72,14 +70,9 @@ def shapiq_moebius(game_fn, n):
     return out
 
 
-def once(fn):
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
 def peer_time(fn, n, repeats):
-    return script.timeit(fn, warmup=1, repeats=repeats) if n <= 12 else once(fn)
+    """Median of ``repeats`` after a warm-up; one cold run for the large n where shapiq takes minutes."""
+    return script.timeit(fn, warmup=1, repeats=repeats) if n <= 12 else script.timeit(fn, warmup=0, repeats=1)
 
 
 def row(workload, n, ours, peer=None, err=None):
