@@ -1,5 +1,7 @@
 """colbert: late interaction (ColBERTv2 / PLAID) in JAX: MaxSim scoring, binary and residual compression,
-a PLAID-style index, reranking, rank fusion and retrieval metrics; plus (part 2) the BERT encoder."""
+a PLAID-style index, reranking, rank fusion and retrieval metrics; plus (part 2) the BERT encoder
+and its training on the jaxzoo runtime (`RunConfig`, `init_state`, `make_optimizer`, `make_train_step`,
+`train`; `jaxzoo.rebuild(workdir)` brings a run back)."""
 
 # Part 1: scoring and retrieval.
 from colbert.codec import ResidualCodec
@@ -33,7 +35,18 @@ __all__ = [
 ]
 
 # Part 2: the encoder (BERT + ColBERT head), tokenisation, Hugging Face folders, losses and training.
-from colbert.bert import BertConfig, BertModel, ColBERT, ColBERTConfig, colbert_project, l2_normalize
+from colbert.bert import (
+    BertConfig,
+    BertEmbeddings,
+    BertLayer,
+    BertModel,
+    ColBERT,
+    ColBERTConfig,
+    colbert_project,
+    gelu,
+    l2_normalize,
+    sharding_examples,
+)
 from colbert.encoder import Encoder, hf_to_params, params_to_hf
 from colbert.losses import (
     colbert_loss,
@@ -43,15 +56,27 @@ from colbert.losses import (
     nway_cross_entropy,
 )
 from colbert.tokenize import ColBERTTokenizer
-from colbert.train import make_batch, make_loss_fn, make_trainer, param_shardings
+from colbert.train import (
+    RunConfig,
+    init_state,
+    make_batch,
+    make_loss_fn,
+    make_optimizer,
+    make_train_step,
+    train,
+)
 
 __all__ += [
     "BertConfig",
+    "BertEmbeddings",
+    "BertLayer",
     "BertModel",
     "ColBERT",
     "ColBERTConfig",
     "colbert_project",
     "l2_normalize",
+    "gelu",
+    "sharding_examples",
     "Encoder",
     "hf_to_params",
     "params_to_hf",
@@ -63,6 +88,9 @@ __all__ += [
     "inbatch_negative_cross_entropy",
     "make_batch",
     "make_loss_fn",
-    "make_trainer",
-    "param_shardings",
+    "make_optimizer",
+    "make_train_step",
+    "init_state",
+    "train",
+    "RunConfig",
 ]

@@ -3,41 +3,46 @@
 ColBERT (Khattab & Zaharia 2020; ColBERTv2, Santhanam et al. 2022) encodes every token with a BERT,
 projects it with a bias-free linear layer to `dim` (128) and L2-normalises it. This file holds:
 
-- `BertConfig` / `ColBERTConfig`: frozen configs (field names follow our house style; `BertConfig.from_hf`
-  and `to_hf` translate Hugging Face's config.json),
-- pure array functions (`layer_norm`, `gelu`, `attention`, `l2_normalize`, `colbert_project`): the maths,
-  tested against numpy,
+- `BertConfig` / `ColBERTConfig`: frozen `jaxzoo.Config`s that round-trip through JSON (field names follow
+  our house style; `BertConfig.from_hf` and `to_hf` translate Hugging Face's config.json), with presets
+  (`tiny()`, `minilm()`, `bert_base()`; `ColBERTConfig.colbertv2()`),
+- pure array functions (`gelu`, `l2_normalize`, `colbert_project`): the maths, tested against numpy;
+  LayerNorm and attention are jaxzoo's (`jaxzoo.layer_norm`, `jaxzoo.dot_product_attention`),
 - Linen modules `BertModel` (embeddings + post-LayerNorm layers) and `ColBERT` (BertModel + head).
 
 Parameter tree of `BertModel` (what `colbert.encoder` converts Hugging Face weights into)::
 
-    embed/{word_embeddings, position_embeddings, token_type_embeddings}/embedding, embed/ln/{scale, bias}
-    layer_{i}/attn/{query, key, value}/{kernel [E, H, Dh], bias [H, Dh]}
-    layer_{i}/attn/out/{kernel [H, Dh, E], bias [E]}, layer_{i}/attn_ln/{scale, bias}
+    embed/{word_embeddings [V, E], position_embeddings, token_type_embeddings}, embed/ln/{scale, bias}
+    layer_{i}/{query, key, value}/{kernel [E, H, Dh], bias [H, Dh]}
+    layer_{i}/out/{kernel [H, Dh, E], bias [E]}, layer_{i}/attn_ln/{scale, bias}
     layer_{i}/mlp_in/{kernel [E, F], bias [F]}, layer_{i}/mlp_out/{kernel [F, E], bias [E]},
     layer_{i}/mlp_ln/{scale, bias}
 
 Each layer sows its output as `intermediates/layer_{i}/resid_post`, the embedding output as
 `intermediates/embeddings` (read them with `module.apply(..., mutable=["intermediates"])`).
+
+Masking convention: a sequence whose attention mask is all zeros gets zeros from every attention layer
+(`jaxzoo.dot_product_attention`), where Hugging Face attends uniformly over the padding. Real inputs always
+attend to [CLS], so the two agree on every sequence with at least one real token.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxzoo.nn import DenseGeneral
+import jaxzoo
+from jaxzoo.nn import DenseGeneral, LayerNorm, dot_product_attention
 
 _ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 
 
 @dataclasses.dataclass(frozen=True)
-class BertConfig:
+class BertConfig(jaxzoo.Config):
     """A BERT encoder. Defaults are all-MiniLM-L6-v2 (sentence-transformers), a 6-layer BERT."""
 
     vocab_size: int = 30522  # word-piece vocabulary size
@@ -52,7 +57,7 @@ class BertConfig:
     hidden_dropout: float = 0.1  # dropout after embeddings and each residual branch (training only)
     attention_dropout: float = 0.1  # dropout on attention probabilities (training only)
     pad_token_id: int = 0  # id of [PAD]
-    dtype: str = "float32"  # compute dtype: "float32", "bfloat16"/"float16", or "float64" (exactness tests)
+    precision: jaxzoo.Precision = jaxzoo.Precision()  # param/compute dtypes (float64 for exactness tests)
     remat: bool = False  # rematerialise each layer in the backward pass (saves activation memory)
 
     def __post_init__(self):
@@ -68,9 +73,10 @@ class BertConfig:
             )
         if self.hidden_act not in _ACTIVATIONS:
             raise ValueError(f"BertConfig.hidden_act must be one of {_ACTIVATIONS}, got {self.hidden_act!r}.")
-        if self.dtype not in ("float32", "bfloat16", "float16", "float64"):
+        if not isinstance(self.precision, jaxzoo.Precision):
             raise ValueError(
-                f"BertConfig.dtype must be float32, bfloat16, float16 or float64, got {self.dtype!r}."
+                f"BertConfig.precision must be a jaxzoo.Precision (e.g. jaxzoo.Precision.of('bfloat16')), "
+                f"got {self.precision!r}."
             )
         if not (0.0 <= self.hidden_dropout < 1.0 and 0.0 <= self.attention_dropout < 1.0):
             raise ValueError("BertConfig dropout rates must lie in [0, 1).")
@@ -78,6 +84,35 @@ class BertConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @classmethod
+    def minilm(cls, **changes) -> BertConfig:
+        """all-MiniLM-L6-v2: 6 layers, width 384, 12 heads (the defaults)."""
+        return cls(**changes)
+
+    @classmethod
+    def bert_base(cls, **changes) -> BertConfig:
+        """bert-base-uncased (ColBERTv2's backbone): 12 layers, width 768, 12 heads, MLP 3072."""
+        return cls(
+            **{"hidden_size": 768, "num_layers": 12, "num_heads": 12, "intermediate_size": 3072, **changes}
+        )
+
+    @classmethod
+    def tiny(cls, **changes) -> BertConfig:
+        """A 1-layer width-16 BERT for tests and smoke runs (vocabulary 64, 32 positions, no dropout)."""
+        return cls(
+            **{
+                "vocab_size": 64,
+                "hidden_size": 16,
+                "num_layers": 1,
+                "num_heads": 2,
+                "intermediate_size": 32,
+                "max_position_embeddings": 32,
+                "hidden_dropout": 0.0,
+                "attention_dropout": 0.0,
+                **changes,
+            }
+        )
 
     @classmethod
     def from_hf(cls, hf: dict[str, Any], **overrides) -> BertConfig:
@@ -126,14 +161,15 @@ class BertConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class ColBERTConfig:
+class ColBERTConfig(jaxzoo.Config):
     """ColBERT = BERT + bias-free projection to `dim` + L2 norm, and its tokenisation rules.
 
     Defaults follow stanford-futuredata/ColBERT `settings.py`, except `doc_maxlen` = 180 (the README's
-    training example and PyLate's default, as issue 5 asks) instead of 220.
+    training example and PyLate's default, as issue 5 asks) instead of 220, and the backbone, which is
+    all-MiniLM-L6-v2 (`colbertv2()` has ColBERTv2's bert-base).
     """
 
-    bert: BertConfig = dataclasses.field(default_factory=BertConfig)  # the backbone
+    bert: BertConfig = BertConfig()  # the backbone
     dim: int = 128  # output dimension of the ColBERT projection
     query_maxlen: int = 32  # queries are padded (with [MASK]) or truncated to exactly this many tokens
     doc_maxlen: int = 180  # documents are truncated to at most this many tokens
@@ -143,6 +179,8 @@ class ColBERTConfig:
     doc_token: str = "[unused1]"  # the [D] marker inserted after [CLS] in documents
 
     def __post_init__(self):
+        if not isinstance(self.bert, BertConfig):
+            raise ValueError(f"ColBERTConfig.bert must be a BertConfig, got {type(self.bert).__name__}.")
         if self.dim < 1:
             raise ValueError(f"ColBERTConfig.dim must be positive, got {self.dim}.")
         for name in ("query_maxlen", "doc_maxlen"):
@@ -153,18 +191,24 @@ class ColBERTConfig:
                     f"[CLS], the marker, one token and [SEP]), got {value}."
                 )
 
+    @classmethod
+    def minilm(cls, **changes) -> ColBERTConfig:
+        """all-MiniLM-L6-v2 backbone with a 128-dim head (the defaults)."""
+        return cls(**changes)
+
+    @classmethod
+    def colbertv2(cls, **changes) -> ColBERTConfig:
+        """ColBERTv2 (colbert-ir/colbertv2.0): bert-base backbone, dim 128, query 32, documents 180 tokens."""
+        return cls(**{"bert": BertConfig.bert_base(), **changes})
+
+    @classmethod
+    def tiny(cls, **changes) -> ColBERTConfig:
+        """`BertConfig.tiny()` with an 8-dim head, queries of 6 and documents of 8 tokens (tests, smoke)."""
+        return cls(**{"bert": BertConfig.tiny(), "dim": 8, "query_maxlen": 6, "doc_maxlen": 8, **changes})
+
 
 # ----------------------------------------------------------------------------------------------------
 # The maths: pure array functions.
-
-
-def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
-    """LayerNorm over the last axis, in float32 like PyTorch: (x - mean) / sqrt(var + eps) * scale + bias."""
-    xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # bf16 -> f32; f64 (tests) stays f64
-    mean = xf.mean(-1, keepdims=True)
-    var = jnp.square(xf - mean).mean(-1, keepdims=True)
-    y = (xf - mean) * jax.lax.rsqrt(var + eps)
-    return (y * scale + bias).astype(x.dtype)
 
 
 def gelu(x: jax.Array, kind: str = "gelu") -> jax.Array:
@@ -176,27 +220,6 @@ def gelu(x: jax.Array, kind: str = "gelu") -> jax.Array:
     if kind == "relu":
         return jax.nn.relu(x)
     raise ValueError(f"Unknown activation {kind!r}; expected one of {_ACTIVATIONS}.")
-
-
-def attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dropout_rate: float = 0.0, rng=None
-) -> jax.Array:
-    """Softmax attention with a key mask.
-
-    q, k, v: [B, L, H, Dh]; mask: [B, L] (1/True = attend to that key). Returns [B, L, H, Dh].
-    Masked keys get the dtype's most negative value before the softmax, as Hugging Face does, so a row
-    whose keys are all masked attends uniformly instead of producing NaN. With dropout_rate > 0 (training)
-    the probabilities are dropped with the key `rng` and rescaled by 1 / (1 - rate), as BERT does.
-    """
-    acc = jnp.promote_types(q.dtype, jnp.float32)
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(acc) / math.sqrt(q.shape[-1])
-    scores = jnp.where(mask[:, None, None, :].astype(bool), scores, jnp.finfo(acc).min)
-    probs = jax.nn.softmax(scores, axis=-1)  # [B, H, Lq, Lk]
-    if dropout_rate > 0:
-        keep = jax.random.bernoulli(rng, 1.0 - dropout_rate, probs.shape)
-        probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
-    probs = probs.astype(v.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
@@ -218,23 +241,24 @@ def colbert_project(hidden: jax.Array, kernel: jax.Array) -> jax.Array:
 _init = nn.initializers.normal(stddev=0.02)  # BERT's initializer_range
 
 
-def _dense(features, axes, name, in_axes=1, dtype=jnp.float32):
-    """jaxzoo's DenseGeneral: kernel [*in_shape, *features] at its real shape with logical names `axes`."""
+def _dense(features, axes, name, precision: jaxzoo.Precision, in_axes=1, use_bias=True, dtype=None):
+    """jaxzoo's DenseGeneral with BERT's init: kernel [*in_shape, *features] with logical names `axes`."""
     features = tuple(features) if isinstance(features, tuple) else (features,)
-    return DenseGeneral(features, tuple(axes), n_in=in_axes, kernel_init=_init, dtype=dtype, name=name)
+    return DenseGeneral(
+        features,
+        tuple(axes),
+        n_in=in_axes,
+        use_bias=use_bias,
+        kernel_init=_init,
+        dtype=precision.compute if dtype is None else dtype,
+        param_dtype=precision.param,
+        name=name,
+    )
 
 
-class _LayerNorm(nn.Module):
-    """LayerNorm calling `layer_norm` (PyTorch numerics: biased variance, eps inside the sqrt)."""
-
-    config: BertConfig
-
-    @nn.compact
-    def __call__(self, x):
-        e = x.shape[-1]
-        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)), (e,))
-        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), (e,))
-        return layer_norm(x, scale, bias, self.config.layer_norm_eps)
+def _layer_norm(cfg: BertConfig, name: str) -> LayerNorm:
+    """jaxzoo's LayerNorm (PyTorch numerics: biased variance, eps inside the sqrt, statistics in float32)."""
+    return LayerNorm(eps=cfg.layer_norm_eps, param_dtype=cfg.precision.param, name=name)
 
 
 class BertEmbeddings(nn.Module):
@@ -245,10 +269,10 @@ class BertEmbeddings(nn.Module):
     @nn.compact
     def __call__(self, input_ids, token_type_ids, deterministic: bool = True):
         cfg = self.config
-        dtype = jnp.dtype(cfg.dtype)
 
         def table(n, axes, name):
-            return self.param(name, nn.with_logical_partitioning(_init, axes), (n, cfg.hidden_size))
+            init = nn.with_logical_partitioning(_init, axes)
+            return self.param(name, init, (n, cfg.hidden_size), cfg.precision.param)
 
         words = table(cfg.vocab_size, ("vocab", "embed"), "word_embeddings")
         positions = table(cfg.max_position_embeddings, (None, "embed"), "position_embeddings")
@@ -256,36 +280,45 @@ class BertEmbeddings(nn.Module):
         length = input_ids.shape[1]
         h = jnp.take(words, input_ids, axis=0) + jnp.take(types, token_type_ids, axis=0)  # [B, L, E]
         h = h + positions[None, :length]
-        h = _LayerNorm(cfg, name="ln")(h)
+        h = _layer_norm(cfg, "ln")(h)
         h = nn.Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
-        return h.astype(dtype)
+        return h.astype(cfg.precision.dtype_for("residual"))
 
 
 class BertLayer(nn.Module):
-    """One post-LayerNorm transformer layer: h = LN(h + attn(h)); h = LN(h + mlp(h)). [B, L, E] -> same."""
+    """One post-LayerNorm transformer layer: h = LN(h + attn(h)); h = LN(h + mlp(h)). [B, L, E] -> same.
+
+    mask [B, L]: 1/True = a real token that may be attended to (a key mask).
+    """
 
     config: BertConfig
 
     @nn.compact
     def __call__(self, h, mask, deterministic: bool = True):
         cfg = self.config
-        dtype = jnp.dtype(cfg.dtype)
+        prec = cfg.precision
         hd = (cfg.num_heads, cfg.head_dim)
         qkv_axes = ("embed", "heads", "head_dim")
-        q = _dense(hd, qkv_axes, "query", dtype=dtype)(h)  # [B, L, H, Dh]
-        k = _dense(hd, qkv_axes, "key", dtype=dtype)(h)
-        v = _dense(hd, qkv_axes, "value", dtype=dtype)(h)
+        q = _dense(hd, qkv_axes, "query", prec)(h)  # [B, L, H, Dh]
+        k = _dense(hd, qkv_axes, "key", prec)(h)
+        v = _dense(hd, qkv_axes, "value", prec)(h)
         drop = not deterministic and cfg.attention_dropout > 0
-        rng = self.make_rng("dropout") if drop else None
-        ctx = attention(q, k, v, mask, dropout_rate=cfg.attention_dropout if drop else 0.0, rng=rng)
-        out = _dense(cfg.hidden_size, ("heads", "head_dim", "embed"), "out", in_axes=2, dtype=dtype)(ctx)
+        ctx = dot_product_attention(
+            q,
+            k,
+            v,
+            mask=jnp.asarray(mask).astype(bool),  # [B, L] key mask
+            dropout_rate=cfg.attention_dropout if drop else 0.0,
+            dropout_rng=self.make_rng("dropout") if drop else None,
+        )  # [B, L, H, Dh]
+        out = _dense(cfg.hidden_size, ("heads", "head_dim", "embed"), "out", prec, in_axes=2)(ctx)
         out = nn.Dropout(cfg.hidden_dropout)(out, deterministic=deterministic)
-        h = _LayerNorm(cfg, name="attn_ln")(h + out)
-        m = _dense(cfg.intermediate_size, ("embed", "mlp"), "mlp_in", dtype=dtype)(h)  # [B, L, F]
+        h = _layer_norm(cfg, "attn_ln")(h + out)
+        m = _dense(cfg.intermediate_size, ("embed", "mlp"), "mlp_in", prec)(h)  # [B, L, F]
         m = gelu(m, cfg.hidden_act)
-        m = _dense(cfg.hidden_size, ("mlp", "embed"), "mlp_out", dtype=dtype)(m)  # [B, L, E]
+        m = _dense(cfg.hidden_size, ("mlp", "embed"), "mlp_out", prec)(m)  # [B, L, E]
         m = nn.Dropout(cfg.hidden_dropout)(m, deterministic=deterministic)
-        h = _LayerNorm(cfg, name="mlp_ln")(h + m)
+        h = _layer_norm(cfg, "mlp_ln")(h + m)
         self.sow("intermediates", "resid_post", h)
         return h
 
@@ -327,25 +360,41 @@ class BertModel(nn.Module):
 class ColBERT(nn.Module):
     """BERT + ColBERT head. (ids [B, L], mask [B, L]) -> L2-normalised token vectors [B, L, dim].
 
-    Parameters: {"bert": BertModel params, "linear": {"kernel": [E, dim]}}. The output is float32.
+    Parameters: {"bert": BertModel params, "linear": {"kernel": [E, dim]}} (logical names
+    ("embed", "out")). The head runs in `precision.dtype_for("logits")` (float32 by default).
     Masking of the output (punctuation, padding) is the caller's job: it goes into MaxSim as d_mask.
     """
 
     config: ColBERTConfig
 
     def setup(self):
+        prec = self.config.bert.precision
         self.bert = BertModel(self.config.bert)
-        self.linear = nn.Dense(
-            self.config.dim,
-            use_bias=False,
-            dtype=jnp.promote_types(self.config.bert.dtype, jnp.float32),
-            kernel_init=nn.with_logical_partitioning(_init, ("embed", "colbert_dim")),
+        self.linear = _dense(
+            self.config.dim, ("embed", "out"), None, prec, use_bias=False, dtype=prec.dtype_for("logits")
         )
 
     def __call__(self, input_ids, attention_mask, token_type_ids=None, deterministic: bool = True):
         h = self.bert(input_ids, attention_mask, token_type_ids, deterministic)
-        return l2_normalize(self.linear(h.astype(jnp.promote_types(h.dtype, jnp.float32))))  # [B, L, dim]
+        out_dtype = self.config.bert.precision.dtype_for("logits")
+        return l2_normalize(self.linear(h.astype(out_dtype)))  # [B, L, dim]
 
     def hidden_states(self, input_ids, attention_mask, token_type_ids=None, deterministic: bool = True):
         """The BERT's last hidden state [B, L, E]."""
         return self.bert(input_ids, attention_mask, token_type_ids, deterministic)
+
+
+def sharding_examples() -> list[tuple[str, nn.Module, tuple]]:
+    """One tiny instance and sample inputs of every Linen module of the package, for the (data=4, model=2)
+    mesh test (`jaxzoo.init_sharded(module, key, *args, mesh=mesh)`): heads, MLP width and vocabulary are
+    even, batches are 4."""
+    cfg = ColBERTConfig.tiny()
+    b, e = cfg.bert, cfg.bert.hidden_size
+    ids = jnp.ones((4, 6), jnp.int32)
+    mask = jnp.ones((4, 6), jnp.int32)
+    return [
+        ("BertEmbeddings", BertEmbeddings(b), (ids, jnp.zeros_like(ids))),
+        ("BertLayer", BertLayer(b), (jnp.zeros((4, 6, e), jnp.float32), mask)),
+        ("BertModel", BertModel(b), (ids, mask)),
+        ("ColBERT", ColBERT(cfg), (ids, mask)),
+    ]

@@ -1,17 +1,24 @@
-"""Training the ColBERT encoder: batches of (query, nway candidates), a sharded jitted step, orbax checkpoints.
+"""Training the ColBERT encoder on jaxzoo's runtime: one run config, the shared verbs, sharded and resumable.
 
     enc = Encoder.from_pretrained(path)
-    batch = make_batch(enc.tokenizer, queries, candidates, teacher_scores)   # numpy dict
+    run_cfg = RunConfig(model=enc.config, nway=2, steps=1000, batch_size=32)
+    batch_fn = lambda step: make_batch(enc.tokenizer, queries(step), candidates(step), teacher(step))
     mesh = jaxzoo.make_mesh({"data": -1, "model": 2})
-    state, step = make_trainer(enc.config, enc.colbert_params, optax.adamw(1e-5), mesh=mesh, nway=2)
-    state, history = jaxzoo.fit(state, step, batch_fn, num_steps=..., rng=key, workdir="runs/colbert")
+    state, history = train(run_cfg, batch_fn, params=enc.colbert_params, mesh=mesh, workdir="runs/colbert")
     enc = enc.with_colbert_params(state.params)
 
-ColBERTv2's recipe (README): bsize 32, lr 1e-5, warmup 20k, nway 64, in-batch negatives, distillation.
+or, step by step: `plan = init_state(run_cfg, rng, params=..., mesh=mesh)`, `step = make_train_step(run_cfg,
+mesh=mesh, state_sharding=plan.shardings)`, `jaxzoo.fit(plan.state, step, batch_fn, ..., config=run_cfg)`.
+`jaxzoo.rebuild(workdir)` brings a run back from its folder (config.json + latest checkpoint).
+
+ColBERTv2's recipe (README, `colbert/training`): AdamW lr 1e-5 (eps 1e-8, torch's weight decay 0.01 on every
+parameter), linear warm-up then linear decay to 0 (`get_linear_schedule_with_warmup`), gradients clipped to
+norm 2, bsize 32, nway 64, in-batch negatives, distillation.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -21,11 +28,67 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+import jaxzoo
 from colbert.bert import ColBERT, ColBERTConfig
 from colbert.losses import colbert_loss
 from colbert.tokenize import ColBERTTokenizer
-from jaxzoo.sharding import DEFAULT_RULES, Rules, logical_shardings
-from jaxzoo.train import TrainState, make_train_step
+from jaxzoo.sharding import DEFAULT_RULES, Rules
+
+COLBERT_OPTIMIZER = jaxzoo.OptimizerConfig(
+    algorithm="adamw",
+    learning_rate=1e-5,
+    eps=1e-8,
+    weight_decay=0.01,
+    decay_on="all",
+    schedule="linear",
+    warmup_fraction=0.05,
+    end_lr_ratio=0.0,
+    grad_clip=2.0,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig(jaxzoo.Config):
+    """A ColBERT training run: model, optimizer, batch layout and loss. `recipe()` rebuilds it from a folder."""
+
+    model: ColBERTConfig = ColBERTConfig()  # the encoder (backbone, head, tokenisation lengths)
+    optimizer: jaxzoo.OptimizerConfig = COLBERT_OPTIMIZER  # ColBERTv2's AdamW, linear warm-up and decay
+    nway: int = 2  # candidates per query (positive first, then hard negatives)
+    steps: int = 1000  # optimisation steps (the schedule's length)
+    batch_size: int = 32  # queries per step
+    seed: int = 0  # initialisation (of params not given) and dropout
+    alpha: float = 1.0  # distillation temperature of the teacher scores (ColBERT's distillation_alpha)
+    use_ib_negatives: bool = False  # add the in-batch-negative cross-entropy
+    dropout: bool = True  # the config's dropout rates are on during training (PyTorch's train mode)
+
+    def __post_init__(self):
+        if self.nway < 1:
+            raise ValueError(f"nway must be at least 1, got {self.nway}.")
+        for name in ("steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"RunConfig.{name} must be at least 1, got {getattr(self, name)}.")
+
+    @classmethod
+    def tiny(cls, **changes) -> RunConfig:
+        """`ColBERTConfig.tiny()`, 4 queries x 2 candidates, 4 steps at lr 1e-3 (tests and smoke runs)."""
+        opt = dataclasses.replace(COLBERT_OPTIMIZER, learning_rate=1e-3, warmup_steps=1)
+        return cls(
+            **{
+                "model": ColBERTConfig.tiny(),
+                "optimizer": opt,
+                "nway": 2,
+                "steps": 4,
+                "batch_size": 4,
+                **changes,
+            }
+        )
+
+    def recipe(self) -> jaxzoo.Recipe:
+        """The model, its init function (shapes and logical names), the optimizer and the rules."""
+        model = ColBERT(self.model)
+        length = min(8, self.model.bert.max_position_embeddings)
+        ids = jnp.zeros((1, length), jnp.int32)
+        return jaxzoo.Recipe(model, jaxzoo.module_init(model, ids, jnp.ones_like(ids)), make_optimizer(self))
 
 
 def make_batch(
@@ -74,12 +137,14 @@ def make_loss_fn(
     dropout: bool = True,
     rules: Rules = DEFAULT_RULES,
 ):
-    """`loss_fn(params, batch, rng) -> (loss, metrics)` for `jaxzoo.train.make_train_step`.
+    """`loss_fn(params, batch, rng) -> (loss, metrics)` for `jaxzoo.make_train_step`.
 
     params is the `ColBERT` tree {"bert": ..., "linear": ...}; dropout (the config's rates) is on when
     `dropout`, as in PyTorch's train mode. The batch is the dict of `make_batch`; query positions are all
     scored (ColBERT's query augmentation).
     """
+    if nway < 1:
+        raise ValueError(f"nway must be at least 1, got {nway}.")
     module = ColBERT(config)
 
     def loss_fn(params, batch, rng):
@@ -104,46 +169,86 @@ def make_loss_fn(
     return loss_fn
 
 
-def param_shardings(config: ColBERTConfig, mesh: Mesh, rules: Rules = DEFAULT_RULES):
-    """NamedShardings of the `ColBERT` params on `mesh`, from their logical axis names."""
-    ids = jnp.zeros((1, 8), jnp.int32)
-
-    def init(key):
-        with nn.logical_axis_rules(rules):
-            return ColBERT(config).init(key, ids, jnp.ones_like(ids))["params"]
-
-    with jax.set_mesh(mesh):
-        abstract = jax.eval_shape(init, jax.random.key(0))
-        return logical_shardings(abstract, mesh, rules)
+def make_optimizer(run_cfg: RunConfig) -> optax.GradientTransformation:
+    """`jaxzoo.make_optimizer(run_cfg.optimizer, run_cfg.steps)`."""
+    return jaxzoo.make_optimizer(run_cfg.optimizer, run_cfg.steps)
 
 
-def make_trainer(
-    config: ColBERTConfig,
-    params: dict,
-    tx: optax.GradientTransformation,
+def init_state(
+    run_cfg: RunConfig,
+    rng: jax.Array,
     *,
-    nway: int,
+    params=None,
     mesh: Mesh | None = None,
-    rules: Rules = DEFAULT_RULES,
-    alpha: float = 1.0,
-    use_ib_negatives: bool = False,
-    dropout: bool = True,
-    donate: bool = True,
-):
-    """(state, step): a `TrainState` (sharded on `mesh` when given) and the jitted step for `jaxzoo.fit`.
-
-    params: the `ColBERT` tree, e.g. `Encoder.colbert_params`. The batch's leading axes are split over the
-    mesh's "data" axis, so B and B * nway must be divisible by its size.
-    """
-    if nway < 1:
-        raise ValueError(f"nway must be at least 1, got {nway}.")
-    loss_fn = make_loss_fn(
-        config, nway=nway, alpha=alpha, use_ib_negatives=use_ib_negatives, dropout=dropout, rules=rules
+    workdir=None,
+    zero1: bool = False,
+    allow_config_change: bool = False,
+) -> jaxzoo.StatePlan:
+    """The run's `TrainState` planned by `jaxzoo.plan_state`: sharded by logical names on `mesh` (Adam's
+    moments like their parameters; with `zero1` also over "data"), restored from `workdir` when it holds a
+    checkpoint, else started from `params` (the `ColBERT` tree, e.g. `Encoder.colbert_params`) or a random
+    initialisation from `rng`."""
+    recipe = run_cfg.recipe()
+    return jaxzoo.plan_state(
+        recipe.init_fn,
+        recipe.tx,
+        rng,
+        mesh=mesh,
+        rules=recipe.rules,
+        params=params,
+        workdir=workdir,
+        config=run_cfg,
+        allow_config_change=allow_config_change,
+        zero1=zero1,
     )
-    if mesh is None:
-        state = TrainState.create(params, tx)
-        return state, make_train_step(loss_fn, tx, donate=donate)
-    shardings = param_shardings(config, mesh, rules)
-    params = jax.device_put(params, shardings)
-    state = jax.jit(lambda p: TrainState.create(p, tx))(params)
-    return state, make_train_step(loss_fn, tx, mesh=mesh, donate=donate)
+
+
+def make_train_step(
+    run_cfg: RunConfig, *, mesh: Mesh | None = None, state_sharding=None, donate: bool = True
+):
+    """`jaxzoo.make_train_step` of the ColBERT loss (`make_loss_fn`) and `make_optimizer(run_cfg)`.
+
+    On a mesh the batch's leading axes are split over "data": B and B * nway must divide by its size.
+    """
+    cfg = run_cfg
+    loss_fn = make_loss_fn(
+        cfg.model, nway=cfg.nway, alpha=cfg.alpha, use_ib_negatives=cfg.use_ib_negatives, dropout=cfg.dropout
+    )
+    return jaxzoo.make_train_step(
+        loss_fn, make_optimizer(cfg), mesh=mesh, state_sharding=state_sharding, donate=donate
+    )
+
+
+def train(
+    run_cfg: RunConfig,
+    batches,
+    *,
+    params=None,
+    mesh: Mesh | None = None,
+    workdir=None,
+    zero1: bool = False,
+    log_every: int = 10,
+    checkpoint_every: int = 0,
+    progress: bool = True,
+):
+    """One call: `init_state` + `make_train_step` + `jaxzoo.fit` for `run_cfg.steps` steps.
+
+    batches: `step -> batch` (the dict of `make_batch`) or an iterable of them. Returns (state, history);
+    `state.params` is the `ColBERT` tree (`Encoder.with_colbert_params` takes it).
+    """
+    init_rng, step_rng = jax.random.split(jax.random.key(run_cfg.seed))
+    plan = init_state(run_cfg, init_rng, params=params, mesh=mesh, workdir=workdir, zero1=zero1)
+    step = make_train_step(run_cfg, mesh=mesh, state_sharding=plan.shardings)
+    return jaxzoo.fit(
+        plan.state,
+        step,
+        batches,
+        num_steps=run_cfg.steps,
+        rng=step_rng,
+        workdir=workdir,
+        config=run_cfg,
+        log_every=log_every,
+        checkpoint_every=checkpoint_every,
+        desc="colbert",
+        progress=progress,
+    )

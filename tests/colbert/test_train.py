@@ -1,19 +1,20 @@
-"""colbert.train: batch layout, the sharded step equals the single-device one, fit + orbax checkpoints."""
+"""colbert.train: batch layout, the loss, the sharded step equals the single-device one, train + resume.
+
+(The runtime contract: optimizer shardings, ZeRO-1, rebuild, config round trips: test_runtime_contract.py.)"""
 
 import string
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from colbert.bert import BertConfig, ColBERT, ColBERTConfig
 from colbert.losses import colbert_loss
 from colbert.tokenize import ColBERTTokenizer
-from colbert.train import make_batch, make_loss_fn, make_trainer
+from colbert.train import RunConfig, init_state, make_batch, make_loss_fn, make_train_step, train
+from jaxzoo import OptimizerConfig
 from jaxzoo.sharding import make_mesh
-from jaxzoo.train import fit
 
 WORDS = ["what", "is", "late", "interaction", "hello", "world", "again", "col", "##bert", "a", "b"]
 VOCAB = ["[PAD]", "[unused0]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.punctuation, *WORDS]
@@ -81,14 +82,21 @@ def test_loss_fn_is_colbert_loss_of_the_module(tokenizer, params):
     np.testing.assert_allclose(loss, want, atol=1e-5, rtol=1e-5)
 
 
+def run_config(**changes):
+    opt = OptimizerConfig(algorithm="sgd", learning_rate=0.5, b1=0.0)
+    return RunConfig(**{"model": CFG, "optimizer": opt, "nway": 2, "steps": 8, "batch_size": 4, **changes})
+
+
 def test_sharded_step_equals_single_device(tokenizer, params):
     """With dropout on: the dropout masks must not depend on the sharding either."""
     batch = make_batch(tokenizer, QUERIES, CANDIDATES, np.ones((4, 2), np.float32))
-    tx = optax.sgd(0.5)
-    kw = dict(nway=2, use_ib_negatives=True, dropout=True, donate=False)
-    state1, step1 = make_trainer(CFG, unboxed(params), tx, **kw)
+    cfg = run_config(use_ib_negatives=True, dropout=True)
+    plan1 = init_state(cfg, jax.random.key(0), params=unboxed(params))
+    step1 = make_train_step(cfg, donate=False)
     mesh = make_mesh({"data": 4, "model": 2})
-    state8, step8 = make_trainer(CFG, unboxed(params), tx, mesh=mesh, **kw)
+    plan8 = init_state(cfg, jax.random.key(0), params=unboxed(params), mesh=mesh)
+    step8 = make_train_step(cfg, mesh=mesh, state_sharding=plan8.shardings, donate=False)
+    state1, state8 = plan1.state, plan8.state
     assert state8.params["bert"]["layer_0"]["mlp_in"]["kernel"].sharding.spec == jax.sharding.PartitionSpec(
         None, "model"
     )
@@ -101,26 +109,40 @@ def test_sharded_step_equals_single_device(tokenizer, params):
         np.testing.assert_allclose(b, a, atol=1e-5, rtol=1e-5)
 
 
-def test_fit_learns_checkpoints_and_resumes(tokenizer, params, tmp_path):
+def test_train_learns_checkpoints_and_resumes(tokenizer, params, tmp_path):
     batch = make_batch(tokenizer, QUERIES, CANDIDATES)
-    tx = optax.adam(3e-3)
-    state, step = make_trainer(CFG, unboxed(params), tx, nway=2, dropout=False)
-    state, history = fit(
-        state,
-        step,
+    opt = OptimizerConfig(algorithm="adam", learning_rate=3e-3)
+    cfg = run_config(optimizer=opt, steps=6, dropout=False)
+    state, history = train(
+        cfg,
         lambda s: batch,
-        num_steps=6,
-        rng=jax.random.key(0),
+        params=unboxed(params),
         workdir=tmp_path,
+        log_every=1,
         checkpoint_every=3,
         progress=False,
     )
     assert [r["step"] for r in history] == list(range(1, 7))
     assert history[-1]["loss"] < history[0]["loss"]
-    # A fresh run in the same workdir resumes from step 6 and only runs the two new steps.
-    fresh, _ = make_trainer(CFG, unboxed(params), tx, nway=2, dropout=False)
-    resumed, history2 = fit(
-        fresh, step, lambda s: batch, num_steps=8, rng=jax.random.key(0), workdir=tmp_path, progress=False
+    # A longer run is another config: refused by default; allowed, it resumes from step 6 and runs two steps.
+    longer = cfg.replace(steps=8)
+    with pytest.raises(ValueError, match="another config"):
+        train(longer, lambda s: batch, params=unboxed(params), workdir=tmp_path, progress=False)
+    plan = init_state(longer, jax.random.key(0), workdir=tmp_path, allow_config_change=True)
+    assert plan.restored_step == 6
+    import jaxzoo
+
+    resumed, history2 = jaxzoo.fit(
+        plan.state,
+        make_train_step(longer),
+        lambda s: batch,
+        num_steps=8,
+        rng=jax.random.key(0),
+        workdir=tmp_path,
+        config=longer,
+        allow_config_change=True,
+        log_every=1,
+        progress=False,
     )
     assert int(resumed.step) == 8 and [r["step"] for r in history2] == list(range(1, 9))
     assert history2[:6] == history
@@ -141,6 +163,8 @@ def test_make_batch_teacher_shape(tokenizer):
         make_batch(tokenizer, QUERIES, CANDIDATES, np.zeros((4, 3)))
 
 
-def test_trainer_rejects_bad_nway(params):
+def test_run_config_rejects_bad_nway():
     with pytest.raises(ValueError, match="nway must be at least 1"):
-        make_trainer(CFG, unboxed(params), optax.sgd(0.1), nway=0)
+        run_config(nway=0)
+    with pytest.raises(ValueError, match="nway must be at least 1"):
+        make_loss_fn(CFG, nway=0)
