@@ -15,10 +15,12 @@ same comparison with our kernels, on whatever `jax.devices()` offers:
 - train step: tokens/s of a whole `jrt.LM` train step with the 360M preset's layer pattern at a reduced
   width, vs the causal Based LM of the same preset.
 
-One table, median of `--repeats` timed runs after a compile/warm-up run, `block_until_ready` on outputs.
+One table (workload, unit, ours, peer, ratio, and the machine), median of `--repeats` timed runs after a
+compile/warm-up run (`jaxzoo.script.timeit`); results.json and prefill.png (tokens/s against length) go
+into --out (default outputs/jrt_throughput).
 
-Run (CPU defaults: 13 min wall, 2.5 min of CPU time, on a 2-core CPU shared with other jobs):
-    python benchmarks/jrt_throughput.py
+Run (CPU defaults: 10-15 minutes on a 2-core CPU; `--smoke` runs every part in seconds):
+    python benchmarks/jrt_throughput.py [--out DIR] [--smoke]
 GPU (the paper's setting, prefill at 360M width):
     python benchmarks/jrt_throughput.py --d-model 1024 --heads 16 --batch 16 \
         --lengths 1024,2048,4096,8192,16384,32768 --peer-max-len 32768 \
@@ -29,41 +31,25 @@ memory up to 16k on a CPU; per-token costs of both layers scale with the number 
 per length does not depend on it much. On a CPU, lengths where the peer's logits would exceed
 `--peer-max-gb` are left empty ("-"); use bfloat16 on a GPU so that cuDNN flash attention is used.
 
-Measured with the defaults (2-core CPU under heavy load from other jobs, so single rows are noisy):
-prefill ratio 0.13x at L=256, 1.04x at 512, 1.9x at 1k, 3.8x at 2k, 4.8x at 4k, 9.2x at 8k, 17.3x at 16k
-(crossover between 256 and 512); PLA alone ~7.5k tok/s at 32k, where the peer does not fit; decode
-per token 6-17x faster than a KV cache over 4k tokens with a 30x smaller state (0.135 vs 4 MiB per
-layer); whole model (26-layer JRT vs 27-layer Based, d=64) 115 vs 142 train tok/s.
+What to expect (numbers in results.json): PLA's prefill is slower than softmax attention at a few hundred
+tokens and overtakes it between 256 and 1k tokens, its advantage growing with length; decoding from the
+constant-size state is several times faster per token than attention over a growing KV cache, with a
+state tens of times smaller; the whole JRT model trains at a throughput close to Based's.
 """
 
 from __future__ import annotations
 
-import argparse
+import functools
 import math
-import os
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
+import jaxzoo
+import jrt
+from jaxzoo import script
 from jrt import ops as jrt_ops
-from jrt.config import JRTConfig
-from jrt.losses import make_loss_fn
-from jrt.model import init_params
-
-
-def timed(fn, *args, repeats: int) -> float:
-    """Median wall time (s) of ``fn(*args)`` after one compile/warm-up call."""
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def layer_weights(key, d_model, heads, feature_dim, head_dim, dtype):
@@ -101,7 +87,7 @@ def softmax_layer(w, x, *, heads):
     q = (x @ w["wq_sm"]).reshape(b, n, heads, -1)
     k = (x @ w["wk_sm"]).reshape(b, n, heads, -1)
     v = (x @ w["wv"]).reshape(b, n, heads, -1)
-    y = jax.nn.dot_product_attention(q, k, v, is_causal=True)  # [B, L, H, D]
+    y = jaxzoo.dot_product_attention(q, k, v, is_causal=True)  # [B, L, H, D]
     return y.reshape(b, n, -1) @ w["wo"]
 
 
@@ -119,19 +105,26 @@ def prefill_rows(args, w, dtype):
                 chunk_size=args.chunk_size,
             )
         )
-        t_ours = timed(ours, w, x, repeats=args.repeats)
+        t_ours = script.timeit(functools.partial(ours, w, x), repeats=args.repeats)
         logits_gb = args.batch * args.heads * n * n * 4 / 1e9
         t_peer = None
         on_cpu = jax.devices()[0].platform == "cpu"  # XLA materialises the logits; cuDNN flash does not
         if n <= args.peer_max_len and (logits_gb <= args.peer_max_gb or not on_cpu):
             peer = jax.jit(lambda w, x: softmax_layer(w, x, heads=args.heads))
-            t_peer = timed(peer, w, x, repeats=args.repeats)
+            t_peer = script.timeit(functools.partial(peer, w, x), repeats=args.repeats)
         tok = args.batch * n
         ratio = t_peer / t_ours if t_peer else None
         if ratio is not None:
             ratios[n] = ratio
         rows.append(
-            (f"prefill L={n} B={args.batch}", "tok/s", tok / t_ours, tok / t_peer if t_peer else None, ratio)
+            row(
+                f"prefill L={n} B={args.batch}",
+                "tok/s",
+                tok / t_ours,
+                tok / t_peer if t_peer else None,
+                ratio,
+                length=n,
+            )
         )
     faster = [n for n, r in sorted(ratios.items()) if r > 1]
     if not ratios:
@@ -141,7 +134,7 @@ def prefill_rows(args, w, dtype):
     elif faster[0] == min(ratios):
         crossover = f"PLA faster already at the shortest length, {faster[0]}"
     else:
-        slower = max(n for n, r in ratios.items() if n < faster[0])
+        slower = max(n for n in ratios if n < faster[0])
         crossover = f"between L={slower} and L={faster[0]}"
     return rows, crossover
 
@@ -171,14 +164,14 @@ def decode_rows(args, w, dtype):
             v = (x @ w["wv"]).reshape(b, 1, h, dh)
             ck = jax.lax.dynamic_update_slice_in_dim(ck, k, t, axis=1)
             cv = jax.lax.dynamic_update_slice_in_dim(cv, v, t, axis=1)
-            lengths = jnp.full((b,), t + 1, jnp.int32)
-            y = jax.nn.dot_product_attention(q, ck, cv, key_value_seq_lengths=lengths)
+            filled = jnp.broadcast_to(jnp.arange(ck.shape[1]) <= t, (b, ck.shape[1]))  # [B, Lk] key mask
+            y = jaxzoo.dot_product_attention(q, ck, cv, mask=filled)
             return (ck, cv), y.reshape(b, -1) @ w["wo"]
 
         steps = start + jnp.arange(xs.shape[0], dtype=jnp.int32)
         return jax.lax.scan(body, (cache_k, cache_v), (steps, xs))
 
-    big_f = 1 + f + f * f
+    big_f = jrt.feature_dim(f)
     state = jrt_ops.LinearAttentionState(
         kv=jnp.zeros((b, h, big_f, dh), jnp.float32), k_sum=jnp.zeros((b, h, big_f), jnp.float32)
     )
@@ -188,15 +181,15 @@ def decode_rows(args, w, dtype):
     cache_k = cache_v = jnp.zeros((b, 0, h, dh), dtype)
     for start in range(0, total, block):
         seg = xs[start : start + block]
-        t_ours = timed(ours, state, seg, repeats=args.repeats)
+        t_ours = script.timeit(functools.partial(ours, state, seg), repeats=args.repeats)
         state, _ = ours(state, seg)
         grow = ((0, 0), (0, seg.shape[0]), (0, 0), (0, 0))  # the cache grows by one block
         cache_k, cache_v = jnp.pad(cache_k, grow), jnp.pad(cache_v, grow)
-        t_peer = timed(peer, cache_k, cache_v, start, seg, repeats=args.repeats)
+        t_peer = script.timeit(functools.partial(peer, cache_k, cache_v, start, seg), repeats=args.repeats)
         (cache_k, cache_v), _ = peer(cache_k, cache_v, start, seg)
         n = seg.shape[0]
         rows.append(
-            (
+            row(
                 f"decode tokens {start}-{start + n} B={b}",
                 "ms/token",
                 1e3 * t_ours / n,
@@ -206,62 +199,71 @@ def decode_rows(args, w, dtype):
         )
     state_mb = (state.kv.size + state.k_sum.size) * state.kv.dtype.itemsize / 2**20
     cache_mb = (cache_k.size + cache_v.size) * cache_k.dtype.itemsize / 2**20
-    rows.append((f"decode memory at {total} tokens", "MiB/layer", state_mb, cache_mb, cache_mb / state_mb))
+    rows.append(row(f"decode memory at {total} tokens", "MiB/layer", state_mb, cache_mb, cache_mb / state_mb))
     return rows
 
 
-def model_rows(args, dtype):
-    """Train-step tokens/s of a whole JRT LM (360M layer pattern, reduced width) vs causal Based."""
-    rows = []
+PRESETS = {
+    "360m": (jrt.JRTConfig.jrt_360m, jrt.JRTConfig.based_360m),
+    "tiny": (jrt.JRTConfig.tiny, jrt.JRTConfig.tiny_based),
+}
+
+
+def model_rows(args):
+    """Train-step tokens/s of a whole JRT LM (the preset's layer pattern, reduced width) vs causal Based."""
     ids = np.random.default_rng(0).integers(0, args.model_vocab, (args.model_batch, args.model_len + 1))
     batch = {"input_ids": jnp.asarray(ids[:, :-1], jnp.int32), "labels": jnp.asarray(ids[:, 1:], jnp.int32)}
-    times = {}
-    for name, preset in (("jrt", JRTConfig.jrt_360m), ("based", JRTConfig.based_360m)):
+    times, layers = {}, {}
+    for name, preset in zip(("jrt", "based"), PRESETS[args.model_preset]):
         # The preset's layer pattern, heads and f at a reduced width (mlp_hidden = 2 d as in the presets).
         cfg = preset(
             d_model=args.model_d,
             mlp_hidden=2 * args.model_d,
             vocab_size=args.model_vocab,
             max_len=args.model_len,
-            dtype=args.dtype,
+            precision=jaxzoo.Precision.of(args.dtype),
             # JRT: the first half of the context is the prefix, as 1024 of 2048 in the paper
             **({"encoder_len": args.model_len // 2} if name == "jrt" else {}),
         )
-        params = init_params(cfg, jax.random.key(0))
-        tx = optax.adamw(1e-3)
-        loss_fn = make_loss_fn(cfg)
-
-        def step(params, opt_state, batch, rng, loss_fn=loss_fn, tx=tx):
-            (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, loss
-
-        times[name] = timed(
-            jax.jit(step), params, tx.init(params), batch, jax.random.key(1), repeats=args.repeats
+        run = jrt.RunConfig(model=cfg, steps=max(args.repeats + 1, 10), batch_size=args.model_batch)
+        state = jrt.init_state(run).state
+        step = jrt.make_train_step(run, donate=False)
+        times[name] = script.timeit(
+            functools.partial(step, state, batch, jax.random.key(1)), repeats=args.repeats
         )
-        times[name + "_layers"] = cfg.n_layers
+        layers[name] = cfg.n_layers
     tok = args.model_batch * args.model_len
-    rows.append(
-        (
-            f"train step JRT {times['jrt_layers']}L vs Based {times['based_layers']}L, d={args.model_d}, "
-            f"B={args.model_batch} L={args.model_len}",
-            "tok/s",
-            tok / times["jrt"],
-            tok / times["based"],
-            times["based"] / times["jrt"],
-        )
+    workload = (
+        f"train step JRT {layers['jrt']}L vs Based {layers['based']}L, d={args.model_d}, "
+        f"B={args.model_batch} L={args.model_len}"
     )
+    rows = [row(workload, "tok/s", tok / times["jrt"], tok / times["based"], times["based"] / times["jrt"])]
     return rows, "whole-model row: peer = causal Based LM of the same preset (not softmax attention)"
 
 
-def fmt(x):
-    if x is None:
-        return "-"
-    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+def row(workload, unit, ours, peer, ratio, **extra):
+    return {"workload": workload, "unit": unit, "ours (JRT)": ours, "peer": peer, "ratio": ratio, **extra}
+
+
+def plot(rows):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pre = [r for r in rows if "length" in r]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r["length"] for r in pre], [r["ours (JRT)"] for r in pre], marker="o", label="PLA (JRT-RNN)")
+    peer = [r for r in pre if r["peer"] is not None]
+    ax.plot([r["length"] for r in peer], [r["peer"] for r in peer], marker="s", label="softmax attention")
+    ax.set(xscale="log", yscale="log", xlabel="sequence length", ylabel="prefill tokens/s", title="one layer")
+    ax.legend()
+    fig.tight_layout()
+    return fig
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = script.parser(__doc__)
     parser.add_argument("--lengths", default="256,512,1024,2048,4096,8192,16384,32768")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--d-model", type=int, default=128)
@@ -275,6 +277,7 @@ def main(argv=None):
     )
     parser.add_argument("--decode-tokens", type=int, default=4096)
     parser.add_argument("--decode-block", type=int, default=1024)
+    parser.add_argument("--model-preset", default="360m", choices=sorted(PRESETS), help="layer pattern")
     parser.add_argument("--model-d", type=int, default=64, help="d_model of the whole-model train step")
     parser.add_argument("--model-batch", type=int, default=2)
     parser.add_argument("--model-len", type=int, default=256)
@@ -282,11 +285,26 @@ def main(argv=None):
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip", default="", help="comma list of parts to skip: prefill,decode,model")
-    args = parser.parse_args(argv)
+    smoke = dict(
+        lengths="64,128",
+        d_model=32,
+        feature_dim=4,
+        encoder_len=32,
+        chunk_size=16,
+        decode_tokens=32,
+        decode_block=16,
+        model_preset="tiny",
+        model_d=32,
+        model_len=32,
+        model_vocab=64,
+        repeats=1,
+    )
+    args = script.parse(parser, argv, smoke=smoke)
     args.lengths = [int(s) for s in args.lengths.split(",")]
     if args.d_model % args.heads:
         parser.error(f"--d-model {args.d_model} must be divisible by --heads {args.heads}")
     args.head_dim = args.d_model // args.heads
+    run = script.setup(args, name="jrt_throughput")
     skip = set(filter(None, args.skip.split(",")))
     dtype = jnp.dtype(args.dtype)
 
@@ -299,28 +317,22 @@ def main(argv=None):
     if "decode" not in skip:
         rows += decode_rows(args, w, dtype)
     if "model" not in skip:
-        r, note = model_rows(args, dtype)
+        r, note = model_rows(args)
         rows += r
         notes.append(note)
 
-    devices = jax.devices()
-    print(
-        f"\nJRT throughput on {devices[0].platform}: {devices} ({os.cpu_count()} host CPUs), {args.dtype}, "
-        f"d_model={args.d_model}, heads={args.heads}, head_dim={args.head_dim}, f={args.feature_dim}, "
-        f"prefix M={args.encoder_len}, chunk={args.chunk_size}; peer = jax.nn.dot_product_attention"
+    title = (
+        f"JRT throughput, {args.dtype}, d_model={args.d_model}, heads={args.heads}, head_dim={args.head_dim}, "
+        f"f={args.feature_dim}, prefix M={args.encoder_len}, chunk={args.chunk_size}; peer = "
+        f"jaxzoo.dot_product_attention; machine {script.machine()}"
     )
-    header = ("workload", "unit", "ours (JRT)", "peer (softmax)", "ratio")
-    width = max(len(header[0]), *(len(r[0]) for r in rows))
-    line = f"| {header[0]:<{width}} | {header[1]:<9} | {header[2]:>14} | {header[3]:>14} | {header[4]:>7} |"
-    print(line)
-    print("|" + "-" * (width + 2) + "|" + "-" * 11 + "|" + "-" * 16 + "|" + "-" * 16 + "|" + "-" * 9 + "|")
-    for name, unit, ours, peer, ratio in rows:
-        r = "-" if ratio is None else f"{ratio:.2f}x"
-        print(f"| {name:<{width}} | {unit:<9} | {fmt(ours):>14} | {fmt(peer):>14} | {r:>7} |")
+    script.print_table(rows, ["workload", "unit", "ours (JRT)", "peer", "ratio"], title=title)
     print("ratio = peer time / our time (higher: JRT faster; for memory, peer bytes / our bytes)")
     for note in notes:
         print(note)
-    assert all(math.isfinite(r[2]) for r in rows)
+    assert all(math.isfinite(r["ours (JRT)"]) for r in rows)
+    figures = {"prefill": plot(rows)} if any("length" in r for r in rows) else {}
+    run.save({"rows": rows, "notes": notes}, figures=figures)
 
 
 if __name__ == "__main__":

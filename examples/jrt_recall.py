@@ -13,48 +13,39 @@ on two synthetic tasks from `jrt.data`:
 The paper's claim: non-causal reading (JRT-RNN) and JRT-Prompt close much of causal LA's recall gap at
 the same state size, and set disjointness stops depending on the order of the sets.
 
-Run (CPU defaults: 9 models, 2.1 min wall on a quiet 2-core CPU; 12 min when the cores were shared):
-    python examples/jrt_recall.py
+Run (CPU defaults: 9 models, a few minutes on a 2-core CPU; `--smoke` runs every path in seconds):
+    python examples/jrt_recall.py [--out DIR] [--smoke]
 The full sweep on a GPU (zoology's vocabulary and random filler, longer training):
     python examples/jrt_recall.py --vocab 8192 --random-non-queries --mqar-len 256 \
         --mqar-pairs 16,32,64 --feature-dims 4,8,16 --d-model 128 --steps 4000 --batch 256 \
         --train-examples 100000 --sd-sizes 16,64 --sd-vocab 2048 --sd-feature-dims 4,8,16 --sd-steps 20000
 
-Writes results.json and recall.png into outputs/jrt_recall (printed). Synthetic-task choices (ours):
-untied LM head (a tied head at init std 0.02 learns these tasks several times slower), no MLM loss,
-lr 1e-2 with 10% warm-up and cosine decay to 0, filler tokens 0 on the CPU (zoology's ICLR figure 2).
+Writes results.json (accuracies, state sizes, final losses, seconds per model) and recall.png into --out
+(default outputs/jrt_recall) and prints the two tables. Synthetic-task choices (ours): untied LM head (a
+tied head at init std 0.02 learns these tasks several times slower), no MLM loss, the reference AdamW
+recipe at lr 1e-2 with 10% warm-up and cosine decay to 0, filler tokens 0 on the CPU (zoology's ICLR
+figure 2).
 
-Measured with the defaults (one seed; 714 s), accuracy on 256 held-out examples (chance 1/32 for MQAR):
-
-    MQAR, N=4 pairs, L=32, vocab 64, d_model 64, 1 head, 300 steps
-    | f | state floats | Based (causal LA) | Based + JRT-Prompt | JRT-RNN (PLA) |
-    | 4 |         1365 |             0.735 |              0.602 |         0.885 |
-    | 8 |         4745 |             0.197 |              0.917 |         0.935 |
-
-    Set disjointness, sets of 4 and 12, vocab 64, 4 layers, f=4 (2730 state floats), 1200 steps
-    | method             | short set first | long set first |    gap |
-    | Based (causal LA)  |           0.094 |          0.152 | -0.059 |
-    | Based + JRT-Prompt |           0.117 |          0.152 | -0.035 |
-    | JRT-RNN (PLA)      |           0.090 |          0.082 | +0.008 |
-
-What this shows, and where it differs from the paper: on MQAR, JRT-RNN is the best of the three at both
-state sizes and JRT-Prompt closes the gap at f=8, but not at f=4, where it is below causal Based; the
-f=8 Based run (0.197) is an unconverged 300-step run rather than a capacity limit, so at this CPU scale
-single runs are noisy and the trend in state size is not resolved (the GPU flags above run the real
-sweep). Set disjointness is not learned in 1200 CPU steps (test accuracy 0.08-0.15, training accuracy
-~0.5: the models overfit 4096 examples), so the order (in)dependence claim is not tested by the CPU
-defaults; JRT-RNN's order gap is the smallest (+0.008 vs -0.059), but at these accuracies that is noise.
+What to expect (numbers in results.json): on MQAR at the CPU defaults JRT-RNN is the most accurate of the
+three at equal state size, while single 300-step runs are noisy enough that the Based/JRT-Prompt order
+can flip between state sizes. Set disjointness is not learned in 1200 CPU steps (the models overfit 4096
+examples), so the order (in)dependence claim needs the GPU flags above.
 """
 
-import argparse
-import os
 import sys
+import time
+
+import numpy as np
+
+import jrt
+from jaxzoo import script
+from jrt.data import mqar, repeat_context, set_disjointness
+
+NAMES = {"based": "Based (causal LA)", "jrt_prompt": "Based + JRT-Prompt", "jrt_rnn": "JRT-RNN (PLA)"}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cpu-devices", type=int, default=1, help="fake CPU devices when running on a CPU")
-    p.add_argument("--mesh", default="data=-1", help="mesh shape, e.g. data=-1 or data=4,model=2")
+    p = script.parser(__doc__)
     p.add_argument("--tasks", default="mqar,sd", help="comma list: mqar, sd")
     p.add_argument("--methods", default="based,jrt_prompt,jrt_rnn")
     p.add_argument("--vocab", type=int, default=64, help="MQAR vocabulary (zoology: 8192)")
@@ -73,28 +64,13 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--train-examples", type=int, default=4096)
     p.add_argument("--test-examples", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="output folder (default outputs/jrt_recall)")
-    return p.parse_args(argv)
+    smoke = dict(
+        steps=3, sd_steps=3, train_examples=64, test_examples=32, batch=8, feature_dims="4", d_model=16
+    )
+    return script.parse(p, argv, smoke=smoke)
 
 
-args = parse_args()
-if args.cpu_devices > 1:  # must happen before jax is imported
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={args.cpu_devices}"
-    ).strip()
-
-import time
-
-import jax
-import numpy as np
-
-import jaxzoo
-import jrt
-from jrt.data import batch_iterator, mqar, repeat_context, set_disjointness
-from jrt.train import TrainConfig, create_train_state, make_train_step
-
-NAMES = {"based": "Based (causal LA)", "jrt_prompt": "Based + JRT-Prompt", "jrt_rnn": "JRT-RNN (PLA)"}
+args = None  # the parsed flags, set by main()
 
 
 def model_config(method, *, vocab, layers, feature_dim, context_len, seq_len):
@@ -125,33 +101,20 @@ def state_floats(cfg) -> int:
 
 def train_and_test(cfg, train, tests, mesh, desc, steps):
     """Train on `train` (dict of arrays), return {name: zoology accuracy on tests[name]} and the losses."""
-    tcfg = TrainConfig(lr=args.lr, warmup_steps=steps // 10, total_steps=steps, end_lr_ratio=0.0)
-    state, sharding = create_train_state(cfg, tcfg, jax.random.key(args.seed), mesh=mesh)
-    step = make_train_step(cfg, tcfg, mesh=mesh, state_sharding=sharding)
-    batches = batch_iterator(train, args.batch, seed=args.seed)
-    state, history = jaxzoo.fit(
-        state,
-        step,
-        lambda s: jaxzoo.shard_batch(batches(s), mesh),
-        num_steps=steps,
-        rng=jax.random.key(args.seed + 1),
-        log_every=max(1, steps // 20),
-        desc=desc,
+    run = jrt.RunConfig(
+        model=cfg,
+        optimizer=jrt.REFERENCE_OPTIMIZER.replace(
+            learning_rate=args.lr, warmup_fraction=0.1, end_lr_ratio=0.0
+        ),
+        steps=steps,
+        batch_size=args.batch,
+        seed=args.seed,
     )
-    evaluate = jax.jit(lambda p, b: jrt.eval_metrics(p, b, cfg)["example_accuracy"])
-    accs = {}
-    for name, data in tests.items():
-        n = data["input_ids"].shape[0] // args.batch * args.batch  # every example has labels: equal weights
-        per_batch = [
-            float(
-                evaluate(
-                    state.params,
-                    jaxzoo.shard_batch({k: v[i : i + args.batch] for k, v in data.items()}, mesh),
-                )
-            )
-            for i in range(0, n, args.batch)
-        ]
-        accs[name] = float(np.mean(per_batch))
+    state, history = jrt.train(run, train, mesh=mesh, log_every=max(1, steps // 20), desc=desc)
+    accs = {
+        name: jrt.evaluate(state.params, data, cfg, batch_size=args.batch, mesh=mesh)["example_accuracy"]
+        for name, data in tests.items()
+    }
     return accs, [h["loss"] for h in history]
 
 
@@ -250,37 +213,37 @@ def run_sd(mesh, results):
             )
 
 
-def table(results) -> str:
-    lines = []
+def print_tables(results):
+    methods = args.methods.split(",")
     mq = [r for r in results if r["task"] == "mqar"]
-    if mq:
-        lines += [
-            "MQAR accuracy (zoology metric)",
-            "| pairs | f | state floats | " + " | ".join(NAMES[m] for m in args.methods.split(",")) + " |",
-        ]
-        lines.append("|---" * (3 + len(args.methods.split(","))) + "|")
-        for pairs, f in sorted({(r["pairs"], r["feature_dim"]) for r in mq}):
-            row = {r["method"]: r for r in mq if r["pairs"] == pairs and r["feature_dim"] == f}
-            state = next(iter(row.values()))["state_floats"]
-            cells = [f"{row[m]['accuracy']:.3f}" if m in row else "-" for m in args.methods.split(",")]
-            lines.append(f"| {pairs} | {f} | {state} | " + " | ".join(cells) + " |")
+    rows = []
+    for pairs, f in sorted({(r["pairs"], r["feature_dim"]) for r in mq}):
+        row = {r["method"]: r for r in mq if r["pairs"] == pairs and r["feature_dim"] == f}
+        line = {"pairs": pairs, "f": f, "state floats": next(iter(row.values()))["state_floats"]}
+        line.update({NAMES[m]: row[m]["accuracy"] if m in row else "-" for m in methods})
+        rows.append(line)
+    if rows:
+        script.print_table(rows, title="MQAR accuracy (zoology metric)", digits=3)
     sd = [r for r in results if r["task"] == "sd"]
-    if sd:
-        lines += ["", "Set disjointness accuracy (short set first / long set first)"]
-        lines += [
-            "| sizes | f | state floats | method | short first | long first | gap |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for r in sd:
-            gap = r["accuracy_short_first"] - r["accuracy_long_first"]
-            lines.append(
-                f"| {r['sizes'][0]}/{r['sizes'][1]} | {r['feature_dim']} | {r['state_floats']} | {NAMES[r['method']]} | "
-                f"{r['accuracy_short_first']:.3f} | {r['accuracy_long_first']:.3f} | {gap:+.3f} |"
-            )
-    return "\n".join(lines)
+    rows = [
+        {
+            "sizes": f"{r['sizes'][0]}/{r['sizes'][1]}",
+            "f": r["feature_dim"],
+            "state floats": r["state_floats"],
+            "method": NAMES[r["method"]],
+            "short first": r["accuracy_short_first"],
+            "long first": r["accuracy_long_first"],
+            "gap": r["accuracy_short_first"] - r["accuracy_long_first"],
+        }
+        for r in sd
+    ]
+    if rows:
+        script.print_table(
+            rows, title="Set disjointness accuracy (short set first / long set first)", digits=3
+        )
 
 
-def plot(results, path):
+def plot(results):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -299,7 +262,8 @@ def plot(results, path):
     axes[0].set(
         xscale="log", xlabel="recurrent state (floats)", ylabel="accuracy", title="MQAR", ylim=(0, 1.02)
     )
-    axes[0].legend(fontsize=7)
+    if mq:
+        axes[0].legend(fontsize=7)
     sd = [r for r in results if r["task"] == "sd"]
     width = 0.8 / max(1, len(sd))
     for i, r in enumerate(sd):
@@ -309,29 +273,25 @@ def plot(results, path):
         )
     axes[1].set_xticks(np.arange(2) + width * (len(sd) - 1) / 2, ["short set first", "long set first"])
     axes[1].set(ylabel="accuracy", title="set disjointness", ylim=(0, 1.02))
-    axes[1].legend(fontsize=7)
+    if sd:
+        axes[1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    return fig
 
 
-def main():
-    out = jaxzoo.output_dir("jrt_recall", args.out)
-    shape = {k: int(v) for k, v in (kv.split("=") for kv in args.mesh.split(","))}
-    mesh = jaxzoo.make_mesh(shape)
-    print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}; mesh: {dict(mesh.shape)}")
-    start = time.perf_counter()
+def main(argv=None):
+    global args
+    args = parse_args(argv)
+    run = script.setup(args, name="jrt_recall")
+    print(f"machine: {script.machine()}; mesh: {dict(run.mesh.shape)}")
     results = []
     tasks = args.tasks.split(",")
     if "mqar" in tasks:
-        run_mqar(mesh, results)
+        run_mqar(run.mesh, results)
     if "sd" in tasks:
-        run_sd(mesh, results)
-    text = table(results)
-    print(text)
-    print(f"total time {time.perf_counter() - start:.0f} s")
-    jaxzoo.write_json(out / "results.json", {"args": vars(args), "results": results, "table": text})
-    plot(results, out / "recall.png")
-    print(f"wrote {out / 'results.json'} and {out / 'recall.png'}")
+        run_sd(run.mesh, results)
+    print_tables(results)
+    run.save({"results": results}, figures={"recall": plot(results)})
     return 0
 
 

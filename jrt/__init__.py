@@ -1,14 +1,16 @@
 """jrt: JRT-RNN ("Just read twice", arXiv 2407.05483) and its causal baseline Based, in JAX/Flax.
 
-`jrt.LM(cfg)` is the language model (mixers: BaseConv, sliding-window attention, prefix linear attention
-for JRT or causal linear attention for Based); the maths lives in `jrt.ops`.
+`jrt.LM(config=cfg)` is the language model (mixers: BaseConv, sliding-window attention, prefix linear
+attention for JRT or causal linear attention for Based); the maths lives in `jrt.ops`. Training runs on the
+jaxzoo runtime: `jrt.RunConfig` (model + optimizer + steps) -> `jrt.init_state` / `jrt.make_train_step` /
+`jrt.train`, and `jaxzoo.rebuild(workdir)` brings a run back from its folder.
 """
 
 from jrt.config import MIXERS, JRTConfig, layer_pattern
 from jrt.data import batch_iterator, mqar, recall_accuracy, repeat_context, set_disjointness
 from jrt.generate import decode_token, generate, pad_prompt, prefill_cache
 from jrt.losses import IGNORE, cross_entropy, eval_metrics, loss_fn, make_loss_fn, mlm_mask
-from jrt.model import LM, init_params, param_count
+from jrt.model import LM, init_params, sharding_examples
 from jrt.ops import (
     LinearAttentionState,
     decode_step,
@@ -19,44 +21,56 @@ from jrt.ops import (
     taylor_feature_map,
 )
 from jrt.prompt import contains_match, jrt_prompt, jrt_prompt_text, truncate_context
-from jrt.train import TrainConfig, create_train_state, lr_schedule, make_optimizer, make_train_step
+from jrt.train import (
+    REFERENCE_OPTIMIZER,
+    RunConfig,
+    decay_mask,
+    evaluate,
+    init_state,
+    make_optimizer,
+    make_train_step,
+    train,
+)
 
 __all__ = [
+    "IGNORE",
+    "LM",
+    "MIXERS",
+    "REFERENCE_OPTIMIZER",
+    "JRTConfig",
+    "LinearAttentionState",
+    "RunConfig",
+    "batch_iterator",
     "contains_match",
-    "create_train_state",
     "cross_entropy",
+    "decay_mask",
     "decode_step",
     "decode_token",
     "eval_metrics",
+    "evaluate",
     "feature_dim",
     "generate",
-    "IGNORE",
     "init_params",
+    "init_state",
     "jrt_prompt",
     "jrt_prompt_text",
-    "JRTConfig",
     "layer_pattern",
     "linear_attention",
-    "LinearAttentionState",
-    "LM",
     "loss_fn",
-    "lr_schedule",
     "make_loss_fn",
     "make_optimizer",
     "make_train_step",
-    "MIXERS",
     "mlm_mask",
+    "mqar",
     "pad_prompt",
-    "param_count",
     "prefill",
     "prefill_cache",
     "prefix_linear_attention",
-    "taylor_feature_map",
-    "TrainConfig",
-    "truncate_context",
-    "batch_iterator",
-    "mqar",
     "recall_accuracy",
     "repeat_context",
     "set_disjointness",
+    "sharding_examples",
+    "taylor_feature_map",
+    "train",
+    "truncate_context",
 ]

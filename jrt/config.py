@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import jaxzoo
+
 MIXERS = (
     "conv",
     "swa",
@@ -28,7 +30,7 @@ _ATTN_1B3, _SWA_1B3 = _ATTN_360M + (27, 33), _SWA_360M + (28, 34)
 
 
 @dataclasses.dataclass(frozen=True)
-class JRTConfig:
+class JRTConfig(jaxzoo.Config):
     """A JRT-RNN (mixers contain "pla") or Based (mixers contain "la", encoder_len 0) language model.
 
     Defaults are the reference's JRT-360M (`JRTConfig.jrt_360m()` spells it out).
@@ -56,13 +58,16 @@ class JRTConfig:
     pad_token_id: int = 220  # left padding of short JRT prompts (the reference pads with " " = 220)
     tie_embeddings: bool = True  # LM head = embedding^T
     init_std: float = 0.02  # N(0, std) init; out_proj / fc2 use std / sqrt(2 * n_layers)
-    dtype: str = "float32"  # compute dtype of matmuls ("bfloat16" for mixed precision); the residual
-    # stream, norms, LA/PLA sums, softmax and logits stay float32
-    param_dtype: str = "float32"  # parameter storage dtype
+    precision: jaxzoo.Precision = jaxzoo.Precision()  # dtypes: Precision.bf16() computes matmuls in
+    # bfloat16; the residual stream, norms, LA/PLA sums ("state"), softmax and logits stay float32
     remat: bool = False  # rematerialise each block in the backward pass (memory for compute)
 
     def __post_init__(self):
         object.__setattr__(self, "mixers", tuple(self.mixers))
+        try:
+            object.__setattr__(self, "precision", jaxzoo.Precision.of(self.precision))
+        except ValueError as e:
+            raise ValueError(f"precision must be a jaxzoo.Precision or a dtype name; {e}") from None
         if not self.mixers:
             raise ValueError("mixers must name at least one layer, but got an empty pattern.")
         bad = [m for m in self.mixers if m not in MIXERS]
@@ -95,9 +100,6 @@ class JRTConfig:
             )
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(f"pad_token_id must be in [0, {self.vocab_size}), but got {self.pad_token_id}.")
-        for name in ("dtype", "param_dtype"):
-            if getattr(self, name) not in ("float32", "bfloat16", "float16"):
-                raise ValueError(f"{name} must be float32, bfloat16 or float16, got {getattr(self, name)!r}.")
 
     # --- derived -----------------------------------------------------------------------------------
     @property
@@ -122,9 +124,6 @@ class JRTConfig:
     @property
     def mask_id(self) -> int:
         return self.vocab_size - 1 if self.mask_token_id < 0 else self.mask_token_id
-
-    def replace(self, **kw) -> JRTConfig:
-        return dataclasses.replace(self, **kw)
 
     # --- presets -----------------------------------------------------------------------------------
     @classmethod

@@ -43,13 +43,15 @@ def pad_prompt(cfg: JRTConfig, prompt, mask=None):
 
 def prefill_cache(params, cfg: JRTConfig, prompt, mask=None):
     """Run the prompt [B, L] in parallel; returns (logits [B, L, V], cache)."""
-    logits, variables = LM(cfg).apply({"params": params}, prompt, mask, mode="prefill", mutable=["cache"])
+    logits, variables = LM(config=cfg).apply(
+        {"params": params}, prompt, mask, mode="prefill", mutable=["cache"]
+    )
     return logits, variables["cache"]
 
 
 def decode_token(params, cfg: JRTConfig, cache, token):
     """One recurrent step: token [B] -> (logits [B, V], new cache of the same shapes)."""
-    logits, variables = LM(cfg).apply(
+    logits, variables = LM(config=cfg).apply(
         {"params": params, "cache": cache}, token[:, None], mode="decode", mutable=["cache"]
     )
     return logits[:, 0], variables["cache"]

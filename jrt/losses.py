@@ -73,7 +73,7 @@ def loss_fn(params, batch, rng, cfg: JRTConfig):
     else:
         masked = jnp.zeros(ids.shape, bool)
         inputs = ids
-    logits = LM(cfg).apply({"params": params}, inputs, mask)  # [B, L, V] float32
+    logits = LM(config=cfg).apply({"params": params}, inputs, mask)  # [B, L, V] float32
 
     ntp_w = (labels != IGNORE) & (pos >= m)
     if mask is not None:
@@ -109,7 +109,7 @@ def eval_metrics(params, batch, cfg: JRTConfig):
     _check_batch(cfg, batch)
     ids, labels = batch["input_ids"], batch["labels"]
     mask = batch.get("mask")
-    logits = LM(cfg).apply({"params": params}, ids, mask)
+    logits = LM(config=cfg).apply({"params": params}, ids, mask)
     w = (labels != IGNORE) & (jnp.arange(ids.shape[1])[None, :] >= cfg.prefix_len)
     if mask is not None:
         w = w & mask.astype(bool)

@@ -21,12 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxzoo.nn import DenseGeneral
+import jaxzoo
 from jrt import ops
 from jrt.config import JRTConfig
 
 MODES = ("parallel", "prefill", "decode")
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 def _normal(std: float, axes: tuple):
@@ -43,26 +42,26 @@ def _out_std(cfg: JRTConfig) -> float:
 
 
 def _dense(cfg, features, axes, *, std=None, axis=-1, bias=False, name=None):
-    return DenseGeneral(
+    """A DenseGeneral whose kernel axes are named ``axes`` (None: an unsharded split like q/k/v)."""
+    return jaxzoo.DenseGeneral(
         features=(features,) if isinstance(features, int) else tuple(features),
         axes=axes,
         n_in=1 if axis == -1 else len(axis),
         kernel_init=nn.initializers.normal(cfg.init_std if std is None else std),
         use_bias=bias,
-        dtype=_DTYPES[cfg.dtype],
-        param_dtype=_DTYPES[cfg.param_dtype],
+        dtype=cfg.precision.compute,
+        param_dtype=cfg.precision.param,
         name=name,
     )
 
 
 def _rms_norm(cfg, name):
-    return nn.RMSNorm(
-        epsilon=cfg.norm_eps,
-        dtype=jnp.float32,
-        param_dtype=_DTYPES[cfg.param_dtype],
-        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
-        name=name,
-    )
+    return jaxzoo.RMSNorm(eps=cfg.norm_eps, axis_name="embed", param_dtype=cfg.precision.param, name=name)
+
+
+def _norm(cfg, name, x):
+    """RMSNorm of the residual stream, statistics in ``precision.dtype_for("norm")``, output in compute."""
+    return _rms_norm(cfg, name)(x.astype(cfg.precision.dtype_for("norm"))).astype(cfg.precision.compute)
 
 
 def check_token_ids(ids, vocab_size: int, what: str = "input_ids") -> None:
@@ -106,14 +105,14 @@ def check_inputs(cfg: JRTConfig, input_ids, mask, mode: str) -> None:
 class BaseConv(nn.Module):
     """in_proj d -> 4d (bias), halves u1, u2; y = out_proj(silu(causal_conv3(u1)) * u2) (bias)."""
 
-    cfg: JRTConfig
+    config: JRTConfig
     mode: str = "parallel"
 
     @nn.compact
     def __call__(self, x, mask, positions):  # x [B, L, d] -> [B, L, d]
-        cfg = self.cfg
+        cfg = self.config
         inner = cfg.conv_expand * cfg.d_model // 2
-        u = _dense(cfg, (2, inner), ("embed", "gate", "mlp"), bias=True, name="in_proj")(x)  # [B, L, 2, E]
+        u = _dense(cfg, (2, inner), ("embed", None, "mlp"), bias=True, name="in_proj")(x)  # [B, L, 2, E]
         u1, u2 = u[..., 0, :], u[..., 1, :]
         u1 = u1 * mask[..., None].astype(u1.dtype)  # padded tokens feed nothing into the convolution
         # torch Conv1d's default init (kaiming-uniform, a=sqrt(5)): U(-1/sqrt(K), 1/sqrt(K)) for depthwise.
@@ -122,10 +121,10 @@ class BaseConv(nn.Module):
             "conv_kernel",
             nn.with_logical_partitioning(
                 lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound),
-                ("conv", "mlp"),
+                ("kernel", "mlp"),
             ),
             (cfg.conv_kernel, inner),
-            _DTYPES[cfg.param_dtype],
+            cfg.precision.param,
         ).astype(u1.dtype)  # [K, E]
         if self.mode == "decode":
             state = self.variable("cache", "conv_state", jnp.zeros, (x.shape[0], cfg.conv_kernel - 1, inner))
@@ -143,19 +142,19 @@ class BaseConv(nn.Module):
 
 
 class SlidingWindowAttention(nn.Module):
-    """Softmax attention over itself + `cfg.window` previous tokens; fused Wqkv, RoPE, no biases."""
+    """Softmax attention over itself + `config.window` previous tokens; fused Wqkv, RoPE, no biases."""
 
-    cfg: JRTConfig
+    config: JRTConfig
     mode: str = "parallel"
 
     @nn.compact
     def __call__(self, x, mask, positions):
-        cfg = self.cfg
+        cfg = self.config
         h, d = cfg.heads, cfg.head_dim
-        qkv = _dense(cfg, (3, h, d), ("embed", "qkv", "heads", "kv"), name="Wqkv")(x)  # [B, L, 3, H, D]
+        qkv = _dense(cfg, (3, h, d), ("embed", None, "heads", "head_dim"), name="Wqkv")(x)  # [B, L, 3, H, D]
         q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
-        q = ops.apply_rope(q, positions, base=cfg.rope_base)
-        k = ops.apply_rope(k, positions, base=cfg.rope_base)
+        q = jaxzoo.rope(q, positions, theta=cfg.rope_base, mode="half")  # full head dim, rotate_half
+        k = jaxzoo.rope(k, positions, theta=cfg.rope_base, mode="half")
         if self.mode == "decode":
             b, w = x.shape[0], cfg.window
             ck = self.variable("cache", "k", jnp.zeros, (b, w, h, d))
@@ -172,7 +171,12 @@ class SlidingWindowAttention(nn.Module):
                 for name, value in zip(("k", "v", "valid"), cache):
                     self.variable("cache", name, lambda value=value: value)
         return _dense(
-            cfg, cfg.d_model, ("heads", "kv", "embed"), std=_out_std(cfg), axis=(-2, -1), name="out_proj"
+            cfg,
+            cfg.d_model,
+            ("heads", "head_dim", "embed"),
+            std=_out_std(cfg),
+            axis=(-2, -1),
+            name="out_proj",
         )(y)
 
 
@@ -183,17 +187,18 @@ class LinearAttention(nn.Module):
     first M tokens. No positional encoding.
     """
 
-    cfg: JRTConfig
+    config: JRTConfig
     prefix: bool = False
     mode: str = "parallel"
 
     @nn.compact
     def __call__(self, x, mask, positions):
-        cfg = self.cfg
+        cfg = self.config
         h, f, dv, m = cfg.heads, cfg.feature_dim, cfg.head_dim, cfg.prefix_len
-        q = _dense(cfg, (h, f), ("embed", "heads", "kv"), name="q_proj")(x)  # [B, L, H, f]
-        k = _dense(cfg, (h, f), ("embed", "heads", "kv"), name="k_proj")(x)
-        v = _dense(cfg, (h, dv), ("embed", "heads", "kv"), name="v_proj")(x)  # [B, L, H, dv]
+        names = ("embed", "heads", "head_dim")
+        q = _dense(cfg, (h, f), names, name="q_proj")(x)  # [B, L, H, f]
+        k = _dense(cfg, (h, f), names, name="k_proj")(x)
+        v = _dense(cfg, (h, dv), names, name="v_proj")(x)  # [B, L, H, dv]
         big_f = ops.feature_dim(f)
         if self.mode == "decode":
             b = x.shape[0]
@@ -206,10 +211,8 @@ class LinearAttention(nn.Module):
             y = y[:, None]
         else:
             if self.prefix:
-                k_enc = _dense(cfg, (h, f), ("embed", "heads", "kv"), name="k_enc_proj")(
-                    x[:, :m]
-                )  # [B, M, H, f]
-                v_enc = _dense(cfg, (h, dv), ("embed", "heads", "kv"), name="v_enc_proj")(x[:, :m])
+                k_enc = _dense(cfg, (h, f), names, name="k_enc_proj")(x[:, :m])  # [B, M, H, f]
+                v_enc = _dense(cfg, (h, dv), names, name="v_enc_proj")(x[:, :m])  # [B, M, H, dv]
                 y = ops.prefix_linear_attention(
                     q, k, v, k_enc, v_enc, mask=mask, eps=cfg.attn_eps, chunk_size=cfg.chunk_size
                 )
@@ -220,45 +223,49 @@ class LinearAttention(nn.Module):
                 state = ops.prefill(k, v, k_enc, v_enc, mask=mask)
                 self.variable("cache", "kv", lambda: state.kv)
                 self.variable("cache", "k_sum", lambda: state.k_sum)
-        y = y.astype(_DTYPES[cfg.dtype])
+        y = y.astype(cfg.precision.compute)
         return _dense(
-            cfg, cfg.d_model, ("heads", "kv", "embed"), std=_out_std(cfg), axis=(-2, -1), name="out_proj"
+            cfg,
+            cfg.d_model,
+            ("heads", "head_dim", "embed"),
+            std=_out_std(cfg),
+            axis=(-2, -1),
+            name="out_proj",
         )(y)
 
 
 class SwiGLU(nn.Module):
     """fc1: d -> 2h split into (y, gate); fc2(y * silu(gate)): h -> d. No biases."""
 
-    cfg: JRTConfig
+    config: JRTConfig
 
     @nn.compact
     def __call__(self, x):
-        cfg = self.cfg
-        yg = _dense(cfg, (2, cfg.mlp_hidden), ("embed", "gate", "mlp"), name="fc1")(x)  # [B, L, 2, h]
+        cfg = self.config
+        yg = _dense(cfg, (2, cfg.mlp_hidden), ("embed", None, "mlp"), name="fc1")(x)  # [B, L, 2, h]
         hidden = yg[..., 0, :] * nn.silu(yg[..., 1, :])
         return _dense(cfg, cfg.d_model, ("mlp", "embed"), std=_out_std(cfg), name="fc2")(hidden)
 
 
 class Block(nn.Module):
-    """x += Mixer(RMSNorm(x)); x += SwiGLU(RMSNorm(x)); x stays float32."""
+    """x += Mixer(RMSNorm(x)); x += SwiGLU(RMSNorm(x)); x stays in the residual dtype (float32)."""
 
-    cfg: JRTConfig
+    config: JRTConfig
     mixer: str = "conv"
     mode: str = "parallel"
 
     @nn.compact
     def __call__(self, x, mask, positions):  # [B, L, d] float32
-        cfg = self.cfg
-        h = _rms_norm(cfg, "mixer_norm")(x).astype(_DTYPES[cfg.dtype])
+        cfg = self.config
+        resid = cfg.precision.dtype_for("residual")
         if self.mixer == "conv":
             mixer = BaseConv(cfg, self.mode, name="conv")
         elif self.mixer == "swa":
             mixer = SlidingWindowAttention(cfg, self.mode, name="swa")
         else:
             mixer = LinearAttention(cfg, self.mixer == "pla", self.mode, name=self.mixer)
-        x = x + mixer(h, mask, positions).astype(jnp.float32)
-        h = _rms_norm(cfg, "mlp_norm")(x).astype(_DTYPES[cfg.dtype])
-        x = x + SwiGLU(cfg, name="mlp")(h).astype(jnp.float32)
+        x = x + mixer(_norm(cfg, "mixer_norm", x), mask, positions).astype(resid)
+        x = x + SwiGLU(cfg, name="mlp")(_norm(cfg, "mlp_norm", x)).astype(resid)
         self.sow("intermediates", "resid_post", x)
         return x
 
@@ -266,15 +273,15 @@ class Block(nn.Module):
 class LM(nn.Module):
     """JRT-RNN / Based language model: input_ids [B, L] int -> logits [B, L, vocab] float32.
 
-    For JRT (PLA layers) the first cfg.encoder_len tokens are the non-causal prefix of the PLA layers.
+    For JRT (PLA layers) the first config.encoder_len tokens are the non-causal prefix of the PLA layers.
     `mask` [B, L] (True = real token) removes left padding from every sum.
     """
 
-    cfg: JRTConfig
+    config: JRTConfig
 
     @nn.compact
     def __call__(self, input_ids, mask=None, *, mode: str = "parallel"):
-        cfg = self.cfg
+        cfg = self.config
         check_inputs(cfg, input_ids, mask, mode)
         b, n = input_ids.shape
         mask = jnp.ones((b, n), bool) if mask is None else mask.astype(bool)
@@ -290,18 +297,16 @@ class LM(nn.Module):
             "embedding",
             _normal(cfg.init_std, ("vocab", "embed")),
             (cfg.vocab_size, cfg.d_model),
-            _DTYPES[cfg.param_dtype],
+            cfg.precision.param,
         )
-        x = jnp.take(embedding, input_ids, axis=0).astype(jnp.float32)  # [B, L, d]
+        x = jnp.take(embedding, input_ids, axis=0).astype(cfg.precision.dtype_for("residual"))  # [B, L, d]
         block = nn.remat(Block) if cfg.remat else Block
         for i, mixer in enumerate(cfg.mixers):
             x = block(cfg, mixer, mode, name=f"layer_{i}")(x, mask, positions)
-        x = _rms_norm(cfg, "final_norm")(x)
-        dt = _DTYPES[cfg.dtype]
+        x = _norm(cfg, "final_norm", x)
+        dt, out = cfg.precision.compute, cfg.precision.dtype_for("logits")
         if cfg.tie_embeddings:
-            logits = jnp.einsum(
-                "bld,vd->blv", x.astype(dt), embedding.astype(dt), preferred_element_type=jnp.float32
-            )
+            logits = jnp.einsum("bld,vd->blv", x.astype(dt), embedding.astype(dt), preferred_element_type=out)
         else:
             logits = _dense(cfg, cfg.vocab_size, ("embed", "vocab"), name="lm_head")(x.astype(dt))
         return logits.astype(jnp.float32)
@@ -309,20 +314,42 @@ class LM(nn.Module):
 
 @functools.cache
 def _init_fn(cfg: JRTConfig, seq_len: int):
-    sample = jnp.zeros((1, seq_len), jnp.int32)
-    return jax.jit(lambda rng: nn.meta.unbox(LM(cfg).init(rng, sample)["params"]))
+    return jax.jit(
+        lambda rng: nn.meta.unbox(jaxzoo.module_init(LM(config=cfg), sample_ids(cfg, seq_len))(rng))
+    )
+
+
+def sample_ids(cfg: JRTConfig, seq_len: int | None = None) -> jax.Array:
+    """Zero token ids [1, seq_len] to initialise `LM(cfg)` with (default: max(M, 1) tokens)."""
+    return jnp.zeros((1, max(cfg.prefix_len, 1) if seq_len is None else seq_len), jnp.int32)
 
 
 def init_params(cfg: JRTConfig, rng, *, seq_len: int | None = None):
-    """Unsharded parameters of `LM(cfg)` (plain arrays, logical boxes removed); compiled once per cfg."""
+    """Unsharded parameters of `LM(cfg)` (plain arrays, logical boxes removed); compiled once per cfg.
+
+    For a training state (sharded, with its optimizer) use `jrt.init_state`."""
     return _init_fn(cfg, max(cfg.prefix_len, 1) if seq_len is None else seq_len)(rng)
 
 
 @functools.cache
 def apply_fn(cfg: JRTConfig):
     """The jitted parallel forward `(params, input_ids, mask) -> logits`, compiled once per cfg and shape."""
-    return jax.jit(lambda params, input_ids, mask: LM(cfg).apply({"params": params}, input_ids, mask))
+    return jax.jit(lambda params, input_ids, mask: LM(config=cfg).apply({"params": params}, input_ids, mask))
 
 
-def param_count(params) -> int:
-    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+def sharding_examples() -> list[tuple[str, nn.Module, tuple]]:
+    """One tiny instance and sample inputs `(name, module, args)` of every Linen module of jrt, for the
+    sharded-init test on a (data=4, model=2) mesh (heads, mlp and vocab even; batch 4)."""
+    cfg = JRTConfig.tiny()  # d 32, 2 heads, mlp 64, vocab 64, M 8
+    b, n = 4, 16
+    x = jnp.zeros((b, n, cfg.d_model), jnp.float32)
+    mask, positions = jnp.ones((b, n), bool), jnp.arange(n)
+    ids = jnp.zeros((b, n), jnp.int32)
+    return [
+        ("BaseConv", BaseConv(config=cfg), (x, mask, positions)),
+        ("SlidingWindowAttention", SlidingWindowAttention(config=cfg), (x, mask, positions)),
+        ("LinearAttention", LinearAttention(config=cfg, prefix=True), (x, mask, positions)),
+        ("SwiGLU", SwiGLU(config=cfg), (x,)),
+        ("Block", Block(config=cfg, mixer="pla"), (x, mask, positions)),
+        ("LM", LM(config=cfg), (ids,)),
+    ]

@@ -22,6 +22,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+import jaxzoo
+
 __all__ = [
     "LinearAttentionState",
     "taylor_feature_map",
@@ -31,7 +33,6 @@ __all__ = [
     "prefix_linear_attention",
     "prefill",
     "decode_step",
-    "apply_rope",
     "sliding_window_attention",
     "causal_depthwise_conv",
     "window_cache",
@@ -345,24 +346,7 @@ def _decode_step(state, q_t, k_t, v_t, *, eps):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Sliding-window softmax attention, RoPE, causal depthwise convolution.
-
-
-def apply_rope(x, positions, *, base: float = 10000.0):
-    """Rotary embedding on the full head dim, non-interleaved (GPT-NeoX's rotate_half).
-
-    x: [B, L, H, D] (D even); positions: [B, L] or [L] ints. Returns x's shape and dtype.
-    """
-    d = x.shape[-1]
-    if d % 2:
-        raise ValueError(f"RoPE needs an even head dim, but got {d}.")
-    half = d // 2
-    inv_freq = base ** (-jnp.arange(half, dtype=jnp.float32) * 2.0 / d)  # [D/2]
-    ang = jnp.asarray(positions, jnp.float32)[..., None] * inv_freq  # [(B,) L, D/2]
-    cos, sin = jnp.cos(ang)[..., None, :], jnp.sin(ang)[..., None, :]  # [(B,) L, 1, D/2]
-    xf = x.astype(jnp.float32)
-    x1, x2 = xf[..., :half], xf[..., half:]
-    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+# Sliding-window softmax attention (RoPE is jaxzoo.rope), causal depthwise convolution.
 
 
 def sliding_window_attention(q, k, v, *, window: int, mask=None):
@@ -385,10 +369,8 @@ def _sliding_window_attention(q, k, v, mask, *, window):
     j = jnp.arange(n)[None, :]
     visible = (j <= i) & (i - j <= window)  # [L, L]
     visible = visible[None, None] & mask[:, None, None, :]  # [B, 1, L, L]
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32), k.astype(jnp.float32))
-    logits = logits / math.sqrt(q.shape[-1])
-    probs = jax.nn.softmax(jnp.where(visible, logits, -1e30), axis=-1) * visible
-    return jnp.einsum("bhqk,bkhd->bqhd", probs, v.astype(jnp.float32)).astype(v.dtype)
+    q, k, v32 = (x.astype(jnp.float32) for x in (q, k, v))  # softmax attention in float32, as the reference
+    return jaxzoo.dot_product_attention(q, k, v32, mask=visible).astype(v.dtype)
 
 
 def causal_depthwise_conv(x, kernel):
@@ -432,10 +414,9 @@ def window_decode_step(q_t, k_t, v_t, k_cache, v_cache, valid, pos):
     """
     keys = jnp.concatenate([k_cache, k_t[:, None]], axis=1).astype(jnp.float32)  # [B, W+1, H, D]
     vals = jnp.concatenate([v_cache, v_t[:, None]], axis=1).astype(jnp.float32)
-    ok = jnp.concatenate([valid, jnp.ones_like(valid[:, :1])], axis=1)  # [B, W+1]
-    logits = jnp.einsum("bhd,bkhd->bhk", q_t.astype(jnp.float32), keys) / math.sqrt(q_t.shape[-1])
-    probs = jax.nn.softmax(jnp.where(ok[:, None, :], logits, -1e30), axis=-1)
-    y = jnp.einsum("bhk,bkhd->bhd", probs, vals).astype(v_t.dtype)
+    ok = jnp.concatenate([valid, jnp.ones_like(valid[:, :1])], axis=1)  # [B, W+1], the new token always
+    y = jaxzoo.dot_product_attention(q_t[:, None].astype(jnp.float32), keys, vals, mask=ok)  # [B, 1, H, D]
+    y = y[:, 0].astype(v_t.dtype)
     window = k_cache.shape[1]
     if window == 0:
         return y, (k_cache, v_cache, valid)

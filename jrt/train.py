@@ -1,65 +1,87 @@
-"""Training JRT / Based with `jaxzoo.train`: the reference's AdamW recipe and a (sharded) train step.
+"""Training JRT / Based on the jaxzoo runtime: one run config, its optimizer, state, step and loop.
 
-Reference recipe: AdamW lr 8e-4, betas (0.9, 0.95), weight decay 0.1 (none on biases and norm scales),
-linear warm-up then cosine decay to 10% of the peak (8e-5), gradient clipping at global norm 1.0,
-bf16 compute (set `JRTConfig(dtype="bfloat16")`; parameters, residual stream and sums stay float32).
+Reference recipe (the defaults of `RunConfig`): AdamW lr 8e-4, betas (0.9, 0.95), weight decay 0.1 (none
+on biases and norm scales), linear warm-up (1% of the run: 600 of 60k steps) then cosine decay to 10% of
+the peak (8e-5), gradient clipping at global norm 1.0. For bf16 compute set
+`JRTConfig(precision=jaxzoo.Precision.bf16())`; parameters, residual stream and sums stay float32.
+
+::
+
+    run = jrt.RunConfig(model=jrt.JRTConfig.tiny(), steps=300, batch_size=32)
+    state, history = jrt.train(run, jrt.mqar(4096, seq_len=64, vocab_size=64), workdir="runs/a")
+    again = jaxzoo.rebuild("runs/a")  # config, model and state back from the folder
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
+import numpy as np
 import optax
 
-from jaxzoo.sharding import DEFAULT_RULES, logical_shardings, rules_for_mesh
-from jaxzoo.train import TrainState
-from jaxzoo.train import make_train_step as _make_train_step
+import jaxzoo
 from jrt.config import JRTConfig
-from jrt.losses import make_loss_fn
-from jrt.model import LM, init_params
+from jrt.data import batch_iterator
+from jrt.losses import eval_metrics, make_loss_fn
+from jrt.model import LM, sample_ids
+
+# The reference's optimizer (train/configs/experiment/baselines of the JRT release).
+REFERENCE_OPTIMIZER = jaxzoo.OptimizerConfig(
+    algorithm="adamw",
+    learning_rate=8e-4,
+    b1=0.9,
+    b2=0.95,
+    weight_decay=0.1,
+    schedule="cosine",
+    end_lr_ratio=0.1,
+    grad_clip=1.0,
+)
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Optimiser settings; the defaults are the reference's JRT-360M run."""
+class RunConfig(jaxzoo.Config):
+    """A JRT / Based training run; the defaults are the reference's JRT-360M run (60k steps).
 
-    lr: float = 8e-4  # peak learning rate
-    b1: float = 0.9  # AdamW beta1
-    b2: float = 0.95  # AdamW beta2
-    weight_decay: float = 0.1  # decoupled weight decay (not on biases / norm scales)
-    warmup_steps: int = 600  # linear warm-up from 0 to lr (1000 for the 1.3B run)
-    total_steps: int = 60000  # cosine decay length including warm-up (100k for 1.3B)
-    end_lr_ratio: float = 0.1  # final lr = end_lr_ratio * lr (8e-5)
-    grad_clip: float = 1.0  # global-norm gradient clipping (0: off)
+    `recipe()` builds the model, init function and optimizer, so `jaxzoo.rebuild(workdir)` can bring a run
+    back from its folder.
+    """
+
+    model: JRTConfig = JRTConfig()  # the language model
+    optimizer: jaxzoo.OptimizerConfig = REFERENCE_OPTIMIZER  # AdamW recipe; warm-up derived unless given
+    steps: int = 60000  # optimizer steps of the run (the learning-rate schedule spans them)
+    batch_size: int = 32  # sequences per optimizer step (global, split over the "data" mesh axis)
+    seed: int = 0  # parameters from key(seed); batches shuffled by seed
 
     def __post_init__(self):
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, but got {self.lr}.")
-        if not 0 <= self.warmup_steps <= self.total_steps:
+        if not isinstance(self.model, JRTConfig):
+            raise ValueError(f"RunConfig.model must be a JRTConfig, but got {type(self.model).__name__}.")
+        if not isinstance(self.optimizer, jaxzoo.OptimizerConfig):
             raise ValueError(
-                f"warmup_steps must be in [0, total_steps={self.total_steps}], but got {self.warmup_steps}."
+                f"RunConfig.optimizer must be a jaxzoo.OptimizerConfig, but got {type(self.optimizer).__name__}."
             )
-        if self.total_steps < 1:
-            raise ValueError(f"total_steps must be positive, but got {self.total_steps}.")
-        if self.grad_clip < 0:
-            raise ValueError(f"grad_clip must be >= 0, but got {self.grad_clip}.")
+        if self.steps < 1:
+            raise ValueError(f"steps must be positive, but got {self.steps}.")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, but got {self.batch_size}.")
+        warm = self.optimizer.warmup(self.steps)
+        if warm > self.steps:
+            raise ValueError(f"warmup_steps must be in [0, steps={self.steps}], but got {warm}.")
 
-
-def lr_schedule(tcfg: TrainConfig) -> optax.Schedule:
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=tcfg.lr,
-        warmup_steps=tcfg.warmup_steps,
-        decay_steps=tcfg.total_steps,
-        end_value=tcfg.lr * tcfg.end_lr_ratio,
-    )
+    def recipe(self) -> jaxzoo.Recipe:
+        """The model `LM(config=model)`, its init function (boxed params) and the optimizer."""
+        model = LM(config=self.model)
+        return jaxzoo.Recipe(model, jaxzoo.module_init(model, sample_ids(self.model)), make_optimizer(self))
 
 
 def decay_mask(params):
-    """True for weights that get weight decay: everything but biases and RMSNorm scales."""
+    """True for weights that get weight decay: everything but biases and RMSNorm scales.
+
+    (Not jaxzoo's "matrices" rule: BaseConv's in_proj bias is 2-D, [2, inner], and must not decay.)
+    """
 
     def decays(path, _):
         names = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]  # skips logical boxes
@@ -68,35 +90,124 @@ def decay_mask(params):
     return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def make_optimizer(tcfg: TrainConfig) -> optax.GradientTransformation:
-    adamw = optax.adamw(
-        lr_schedule(tcfg), b1=tcfg.b1, b2=tcfg.b2, weight_decay=tcfg.weight_decay, mask=decay_mask
+def make_optimizer(run: RunConfig) -> optax.GradientTransformation:
+    """`run.optimizer` over `run.steps` steps, with jrt's weight-decay mask (no decay on biases/scales)."""
+    return jaxzoo.make_optimizer(run.optimizer, run.steps, mask=decay_mask)
+
+
+def init_state(
+    run: RunConfig,
+    rng: jax.Array | None = None,
+    *,
+    mesh=None,
+    workdir=None,
+    zero1: bool = False,
+    params: Any = None,
+    rules=jaxzoo.DEFAULT_RULES,
+    allow_config_change: bool = False,
+) -> jaxzoo.StatePlan:
+    """The train state of `run` (`jaxzoo.plan_state`): parameters and AdamW moments created sharded on
+    `mesh`, restored from `workdir` when it holds a checkpoint. rng defaults to key(run.seed); `params`
+    starts from given weights."""
+    recipe = run.recipe()
+    return jaxzoo.plan_state(
+        recipe.init_fn,
+        recipe.tx,
+        jax.random.key(run.seed) if rng is None else rng,
+        mesh=mesh,
+        rules=rules,
+        params=params,
+        workdir=workdir,
+        config=run,
+        allow_config_change=allow_config_change,
+        zero1=zero1,
     )
-    if tcfg.grad_clip > 0:
-        return optax.chain(optax.clip_by_global_norm(tcfg.grad_clip), adamw)
-    return adamw
 
 
-def create_train_state(cfg: JRTConfig, tcfg: TrainConfig, rng, *, mesh=None, rules=DEFAULT_RULES):
-    """A TrainState at step 0 and its shardings (None without a mesh); parameters are created sharded."""
-    tx = make_optimizer(tcfg)
-    if mesh is None:
-        return TrainState.create(init_params(cfg, rng), tx), None
-    rules = rules_for_mesh(rules, mesh)
-    sample = jnp.zeros((1, max(cfg.prefix_len, 1)), jnp.int32)
-
-    def init(r):  # params boxed with logical names; optax states inherit the boxes, hence the shardings
-        with nn.logical_axis_rules(rules):
-            return TrainState.create(LM(cfg).init(r, sample)["params"], tx)
-
-    with jax.set_mesh(mesh):
-        shardings = logical_shardings(jax.eval_shape(init, rng), mesh, rules)
-        state = jax.jit(lambda r: nn.meta.unbox(init(r)), out_shardings=shardings)(rng)
-    return state, shardings
-
-
-def make_train_step(cfg: JRTConfig, tcfg: TrainConfig, *, mesh=None, state_sharding=None, donate=True):
+def make_train_step(run: RunConfig, *, mesh=None, state_sharding=None, donate: bool = True):
     """Jitted `step(state, batch, rng) -> (state, metrics)`: JRT/Based loss, AdamW, clipping."""
-    return _make_train_step(
-        make_loss_fn(cfg), make_optimizer(tcfg), mesh=mesh, state_sharding=state_sharding, donate=donate
+    return jaxzoo.make_train_step(
+        make_loss_fn(run.model), make_optimizer(run), mesh=mesh, state_sharding=state_sharding, donate=donate
     )
+
+
+def train(
+    run: RunConfig,
+    data: Mapping[str, np.ndarray] | Callable[[int], Any] | Iterable[Any],
+    *,
+    mesh=None,
+    workdir=None,
+    rng: jax.Array | None = None,
+    num_steps: int | None = None,
+    zero1: bool = False,
+    log_every: int = 10,
+    eval_fn: Callable[[jaxzoo.TrainState], Mapping[str, Any]] | None = None,
+    eval_every: int = 0,
+    checkpoint_every: int = 0,
+    progress: bool = True,
+    desc: str = "jrt",
+) -> tuple[jaxzoo.TrainState, list[dict]]:
+    """Train `run` in one call; returns `(state, history)` (one history record per logged step).
+
+    data: a data set dict of arrays [N, L] (batches of `run.batch_size` drawn by `jrt.batch_iterator`
+      with `run.seed`), a `step -> batch` function, or an iterable of batches.
+    mesh: shard parameters/optimizer by logical names and the batch over "data".
+    workdir: checkpoints and metrics; an existing run there is resumed (its config must equal `run`).
+    rng: key of the training steps (MLM masks); default fold_in(key(run.seed), 1).
+    num_steps: stop at this step instead of `run.steps` (the schedule still spans `run.steps`).
+    """
+    plan = init_state(run, mesh=mesh, workdir=workdir, zero1=zero1)
+    step = make_train_step(run, mesh=mesh, state_sharding=plan.shardings)
+    batches = batch_iterator(data, run.batch_size, seed=run.seed) if isinstance(data, Mapping) else data
+    if mesh is not None:
+        batches = _sharded(batches, mesh)
+    return jaxzoo.fit(
+        plan.state,
+        step,
+        batches,
+        num_steps=run.steps if num_steps is None else num_steps,
+        rng=jax.random.fold_in(jax.random.key(run.seed), 1) if rng is None else rng,
+        workdir=workdir,
+        config=run,
+        log_every=log_every,
+        eval_fn=eval_fn,
+        eval_every=eval_every,
+        checkpoint_every=checkpoint_every,
+        progress=progress,
+        desc=desc,
+    )
+
+
+def evaluate(params, data: Mapping[str, np.ndarray], cfg: JRTConfig, *, batch_size: int = 32, mesh=None):
+    """`eval_metrics` over a whole data set, in batches: {"loss", "accuracy", "example_accuracy"}.
+
+    Batches are equal-sized (the last partial batch is dropped; at least one batch is used), and the
+    metrics are means over batches. With `mesh`, each batch is split over "data".
+    """
+    n = len(next(iter(data.values())))
+    if n == 0:
+        raise ValueError("evaluate needs at least one example, but the data set is empty.")
+    size = min(batch_size, n)
+    fn = _eval_fn(cfg)
+    sums: dict[str, float] = {}
+    count = 0
+    for i in range(0, n - size + 1, size):
+        batch = {k: v[i : i + size] for k, v in data.items()}
+        if mesh is not None:
+            batch = jaxzoo.shard_batch(batch, mesh)
+        for k, v in jax.device_get(fn(params, batch)).items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        count += 1
+    return {k: v / count for k, v in sums.items()}
+
+
+def _sharded(batches, mesh):
+    """The batches (a step -> batch function or an iterable) split over the "data" axis of `mesh`."""
+    if callable(batches):
+        return lambda s: jaxzoo.shard_batch(batches(s), mesh)
+    return (jaxzoo.shard_batch(b, mesh) for b in batches)
+
+
+@functools.cache
+def _eval_fn(cfg: JRTConfig):
+    return jax.jit(lambda p, b: eval_metrics(p, b, cfg))

@@ -84,7 +84,11 @@ def test_bad_batch_and_configs():
         jrt.JRTConfig.tiny(encoder_len=100)
     with pytest.raises(ValueError, match="mlm_prob must be in"):
         jrt.JRTConfig.tiny(mlm_prob=1.5)
-    with pytest.raises(ValueError, match="warmup_steps must be in"):
-        jrt.TrainConfig(warmup_steps=10, total_steps=5)
+    with pytest.raises(ValueError, match=r"warmup_steps must be in \[0, steps=5\], but got 10"):
+        jrt.RunConfig(model=CFG, optimizer=jrt.REFERENCE_OPTIMIZER.replace(warmup_steps=10), steps=5)
+    with pytest.raises(ValueError, match="RunConfig.model must be a JRTConfig"):
+        jrt.RunConfig(model={"d_model": 32})
+    with pytest.raises(ValueError, match="precision must be a jaxzoo.Precision or a dtype name"):
+        jrt.JRTConfig.tiny(precision="int8")
     with pytest.raises(ValueError, match="max_new_tokens must be at least 1"):
         jrt.generate({}, CFG, np.ones((1, 9), np.int32), 0)

@@ -1,4 +1,4 @@
-"""The whole training pipeline (jrt.data -> JRTConfig/LM -> loss -> jaxzoo train step and fit) learns MQAR.
+"""The whole training pipeline (jrt.data -> JRTConfig/LM -> loss -> jrt.train on jaxzoo) learns MQAR.
 
 A regression guard, not a benchmark: a 2-layer JRT-RNN (BaseConv + PLA, the context as the prefix)
 trained for a few hundred steps on 4 key-value pairs must recall far above chance (1/32). Measured on a
@@ -7,10 +7,8 @@ trained for a few hundred steps on 4 key-value pairs must recall far above chanc
 
 import jax
 
-import jaxzoo
 import jrt
-from jrt.data import batch_iterator, mqar
-from jrt.train import TrainConfig, create_train_state, make_train_step
+from jrt.data import mqar
 
 VOCAB, SEQ_LEN, PAIRS = 64, 32, 4
 
@@ -30,25 +28,23 @@ def test_jrt_rnn_learns_mqar():
         pad_token_id=0,
         tie_embeddings=False,  # a tied head at init std 0.02 learns MQAR several times slower
     )
-    tcfg = TrainConfig(lr=1e-2, warmup_steps=30, total_steps=300, end_lr_ratio=0.0)
+    run = jrt.RunConfig(
+        model=cfg,
+        optimizer=jrt.REFERENCE_OPTIMIZER.replace(learning_rate=1e-2, warmup_steps=30, end_lr_ratio=0.0),
+        steps=300,
+        batch_size=32,
+    )
     # Filler tokens 0 (zoology's ICLR figure-2 setting) so that 300 steps suffice on a CPU.
     train = mqar(
         4096, seq_len=SEQ_LEN, num_kv_pairs=PAIRS, vocab_size=VOCAB, random_non_queries=False, seed=0
     )
     test = mqar(256, seq_len=SEQ_LEN, num_kv_pairs=PAIRS, vocab_size=VOCAB, random_non_queries=False, seed=1)
 
-    state, _ = create_train_state(cfg, tcfg, jax.random.key(0))
-    before = jrt.eval_metrics(state.params, test, cfg)["example_accuracy"]
-    state, history = jaxzoo.fit(
-        state,
-        make_train_step(cfg, tcfg),
-        batch_iterator(train, 32),
-        num_steps=tcfg.total_steps,
-        rng=jax.random.key(1),
-        progress=False,
-    )
-    after = jrt.eval_metrics(state.params, test, cfg)
+    before = jrt.evaluate(jrt.init_state(run).state.params, test, cfg)["example_accuracy"]
+    state, history = jrt.train(run, train, rng=jax.random.key(1), log_every=1, progress=False)
+    after = jrt.evaluate(state.params, test, cfg)
     chance = 1 / (VOCAB // 2)
-    assert float(before) < 3 * chance
+    assert len(history) == run.steps  # log_every=1: one record per step
+    assert before < 3 * chance
     assert history[-1]["loss"] < 0.5 * history[0]["loss"]
-    assert float(after["example_accuracy"]) > 0.5, after  # chance is 1/32
+    assert after["example_accuracy"] > 0.5, after  # chance is 1/32

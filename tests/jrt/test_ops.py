@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxzoo
 import jrt
 from jrt import ops
 
@@ -253,11 +254,12 @@ def test_sliding_window_attention_vs_loops(window, padded):
 
 
 def test_rope_vs_loops_and_relative():
+    """jrt's SWA uses jaxzoo.rope in "half" mode: the reference's full-head-dim, non-interleaved rotary."""
     rng = np.random.default_rng(6)
     b, n, h, d = 2, 5, 2, 6
     x = rand(rng, b, n, h, d)
     pos = np.arange(n)
-    y = np.asarray(ops.apply_rope(x, pos))
+    y = np.asarray(jaxzoo.rope(x, pos, mode="half"))
     want = np.zeros_like(x, np.float64)
     for i in range(n):
         for c in range(d // 2):
@@ -269,7 +271,7 @@ def test_rope_vs_loops_and_relative():
     # relative: <R_i q, R_j k> depends only on i - j
     q, k = rand(rng, 1, 1, 1, d), rand(rng, 1, 1, 1, d)
     dots = [
-        float(jnp.sum(ops.apply_rope(q, jnp.array([i + s])) * ops.apply_rope(k, jnp.array([s]))))
+        float(jnp.sum(jaxzoo.rope(q, jnp.array([i + s])) * jaxzoo.rope(k, jnp.array([s]))))
         for i, s in [(3, 0), (3, 7)]
     ]
     np.testing.assert_allclose(dots[0], dots[1], rtol=1e-4)
