@@ -1,12 +1,15 @@
 """STDiT3 train-step cost across video shapes: time, peak memory, analytic FLOPs and MFU.
 
-One rectified-flow training step (forward + backward + AdamW/EMA update, jitted through jaxzoo.train) of
-`tora.STDiT` at several latent shapes (T, H, W), to show how cost grows with frames and resolution.
-FLOPs are counted analytically (matmuls and attention, 3x the forward for a train step, 4x with remat) and
-checked against XLA's own cost analysis; MFU = analytic FLOP/s / --peak-tflops.
+One rectified-flow training step (forward + backward + Open-Sora's AdamW/clip/EMA update, through
+`tora.make_train_step` on jaxzoo's runtime) of `tora.STDiT` at several latent shapes (T, H, W), to show how
+cost grows with frames and resolution. FLOPs are counted analytically (matmuls and attention, 3x the
+forward for a train step, 4x with remat) and checked against XLA's own cost analysis; MFU = analytic
+FLOP/s / --peak-tflops. Numbers go to results.json (and the printed table); cost grows linearly in T*H*W
+for the matmuls, the attention terms grow faster.
 
-CPU (tiny preset, ~2 min on 2 cores):
+CPU (tiny preset, a few minutes on 2 cores):
     python benchmarks/tora_step.py
+    python benchmarks/tora_step.py --smoke --out /tmp/tora_step          # every code path in seconds
 GPU (STDiT3-XL/2 dims, bf16, 51 frames at 480p -> 15 x 60 x 106 latents; H100/H200 bf16 peak 989 TFLOP/s):
     python benchmarks/tora_step.py --preset xl --dtype bfloat16 --remat --batch 1 \
         --shapes 15x60x106,15x30x53,5x60x106 --caption-len 300 --peak-tflops 989
@@ -17,34 +20,13 @@ lacks; run its `scripts/train.py` with the same bucket on the GPU to fill it in.
 
 from __future__ import annotations
 
-import argparse
-import os
-import statistics
-import time
-
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--preset", choices=["tiny", "xl"], default="tiny")
-parser.add_argument("--shapes", default="1x8x8,4x8x8,4x16x16,8x16x16", help="latent T x H x W list")
-parser.add_argument("--batch", type=int, default=2)
-parser.add_argument("--caption-len", type=int, default=8)
-parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-parser.add_argument("--remat", action="store_true")
-parser.add_argument("--repeats", type=int, default=5)
-parser.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU (0 = not reported)")
-parser.add_argument("--cpu-devices", type=int, default=1, help="fake CPU devices (XLA flag, CPU only)")
-args = parser.parse_args()
-if args.cpu_devices > 1:
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={args.cpu_devices}"
-    )
-
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from tora.config import FlowConfig, STDiTConfig, TrainConfig
-from tora.stdit import STDiT, count_params
-from tora.train import create_state, make_stdit_step
+import jaxzoo
+from jaxzoo import script
+from tora.config import OPENSORA_OPTIMIZER, FlowConfig, RunConfig, STDiTConfig
+from tora.train import init_state, make_train_step
 
 
 def forward_flops(cfg: STDiTConfig, b: int, t: int, h: int, w: int, ly: int) -> float:
@@ -52,9 +34,7 @@ def forward_flops(cfg: STDiTConfig, b: int, t: int, h: int, w: int, ly: int) -> 
     pt, ph, pw = cfg.patch_size
     tq, s = -(-t // pt), (-(-h // ph)) * (-(-w // pw))
     n, c, m = b * tq * s, cfg.hidden_size, cfg.mlp_dim
-    linear = (
-        2 * n * (3 * c * c + c * c + c * c + c * c + 2 * c * m) + 2 * b * ly * c * 2 * c
-    )  # qkv proj q proj mlp; kv
+    linear = 2 * n * (3 * c * c + c * c + c * c + c * c + 2 * c * m) + 2 * b * ly * c * 2 * c  # qkv proj q proj mlp; kv
     spatial = linear + 4 * b * tq * s * s * c + 4 * n * ly * c  # self-attention per frame + cross-attention
     temporal = linear + 4 * b * s * tq * tq * c + 4 * n * ly * c
     p = pt * ph * pw
@@ -65,68 +45,72 @@ def forward_flops(cfg: STDiTConfig, b: int, t: int, h: int, w: int, ly: int) -> 
 
 
 def main():
+    p = script.parser(__doc__)
+    p.add_argument("--preset", choices=["tiny", "xl"], default="tiny")
+    p.add_argument("--shapes", default="1x8x8,4x8x8,4x16x16,8x16x16", help="latent T x H x W list")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--caption-len", type=int, default=8)
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--remat", action="store_true")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU (0 = not reported)")
+    args = script.parse(p, smoke={"shapes": "1x4x4,2x4x4", "repeats": 1, "batch": 2, "preset": "tiny"})
+    run = script.setup(args)
+
     base = STDiTConfig.xl() if args.preset == "xl" else STDiTConfig.tiny()
-    cfg = STDiTConfig(**{**base.__dict__, "dtype": args.dtype, "remat": args.remat})
-    model = STDiT(cfg)
-    flow = FlowConfig()
-    tc = TrainConfig(warmup_steps=0)
+    cfg = base.replace(precision=jaxzoo.Precision.of(args.dtype), remat=args.remat)
+    if args.smoke:
+        cfg = cfg.replace(depth=1)
+    train_cfg = RunConfig(model=cfg, flow=FlowConfig(), optimizer=OPENSORA_OPTIMIZER.replace(warmup_steps=0),
+                          steps=1000, batch_size=args.batch, seed=args.seed)
+    mesh = run.mesh if args.mesh else None
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     b, ly = args.batch, args.caption_len
-    key = jax.random.key(0)
+    key = run.rng
     y = jax.random.normal(key, (b, ly, cfg.caption_channels))
-    t0 = shapes[0]
-    params = nn.meta.unbox(jax.jit(model.init)(key, jnp.zeros((b, *t0, cfg.in_channels)), jnp.zeros(b), y))[
-        "params"
-    ]
-    n_params = count_params(params)
-    dev = jax.devices()[0]
+    plan = init_state(train_cfg, key, mesh=mesh)
+    n_params = jaxzoo.param_count(plan.state.params)
     rows = []
     for t, h, w in shapes:
-        state, tx = create_state(params, tc)
-        step = make_stdit_step(model, tx, flow, donate=True)
+        state = jax.tree.map(jnp.copy, plan.state)  # the step donates its input
+        step = make_train_step(train_cfg, mesh=mesh, state_sharding=plan.shardings)
         batch = {"x": jax.random.normal(key, (b, t, h, w, cfg.in_channels)), "y": y}
-        compiled = step.lower(state, batch, key).compile()
-        mem = compiled.memory_analysis()
-        peak = None
-        if mem is not None:
-            peak = (mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes) / 2**20
-        cost = compiled.cost_analysis()
-        cost = cost[0] if isinstance(cost, list) else cost
-        xla_flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
-        state, m = step(state, batch, key)  # warm-up
-        jax.block_until_ready(m)
-        times = []
-        for i in range(args.repeats):
-            start = time.perf_counter()
-            state, m = step(state, batch, jax.random.fold_in(key, i))
-            jax.block_until_ready((state.params, m))
-            times.append(time.perf_counter() - start)
-        sec = statistics.median(times)
+        if mesh is not None:
+            batch = jaxzoo.shard_batch(batch, mesh)
+        peak = xla_flops = None
+        if mesh is None:  # AOT analysis of the jitted step
+            compiled = step.__wrapped__.lower(state, batch, key).compile()
+            mem = compiled.memory_analysis()
+            if mem is not None:
+                peak = (mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes) / 2**20
+            cost = compiled.cost_analysis()
+            cost = cost[0] if isinstance(cost, list) else cost
+            xla_flops = float(cost.get("flops", float("nan"))) if cost else None
+        holder = {"state": state}
+
+        def one(holder=holder, step=step, batch=batch):
+            holder["state"], m = step(holder["state"], batch, key)
+            return m
+
+        sec = script.timeit(one, warmup=1, repeats=args.repeats)
         flops = forward_flops(cfg, b, t, h, w, ly) * (4 if args.remat else 3)
-        mfu = f"{100 * flops / sec / (args.peak_tflops * 1e12):.1f}%" if args.peak_tflops else "n/a"
-        rows.append(
-            (f"B={b} T={t} {h}x{w}", sec * 1e3, flops / 1e9, xla_flops / 1e9, flops / sec / 1e9, mfu, peak)
-        )
-    print(
-        f"\nSTDiT train step, preset={args.preset} ({n_params / 1e6:.2f}M params), dtype={args.dtype}, "
-        f"remat={args.remat}, caption {ly} tokens; machine: {dev.device_kind} x{jax.device_count()} ({jax.devices()})"
-    )
-    hdr = (
-        "workload",
-        "ours ms/step",
-        "peer (Open-Sora)",
-        "ratio",
-        "GFLOP/step",
-        "XLA GFLOP",
-        "GFLOP/s",
-        "MFU",
-        "peak MiB",
-    )
-    print("| " + " | ".join(hdr) + " |")
-    print("|" + "---|" * len(hdr))
-    for name, ms, gf, xgf, gfs, mfu, peak in rows:
-        pk = f"{peak:.1f}" if peak is not None else "n/a"
-        print(f"| {name} | {ms:.1f} | n/a | n/a | {gf:.3f} | {xgf:.3f} | {gfs:.1f} | {mfu} | {pk} |")
+        rows.append({
+            "workload": f"B={b} T={t} {h}x{w}",
+            "ours ms/step": sec * 1e3,
+            "peer (Open-Sora)": "n/a",
+            "ratio": "n/a",
+            "GFLOP/step": flops / 1e9,
+            "XLA GFLOP": xla_flops / 1e9 if xla_flops is not None else "n/a",
+            "GFLOP/s": flops / sec / 1e9,
+            "MFU": f"{100 * flops / sec / (args.peak_tflops * 1e12):.1f}%" if args.peak_tflops else "n/a",
+            "peak MiB": peak if peak is not None else "n/a",
+        })
+    m = script.machine()
+    script.print_table(rows, title=(
+        f"STDiT train step, preset={args.preset} ({n_params / 1e6:.2f}M params), dtype={args.dtype}, "
+        f"remat={args.remat}, caption {ly} tokens; machine: {m['device_kind']} x{m['devices']} ({m['backend']})"
+    ))
+    run.save({"params": n_params, "config": train_cfg.to_dict(), "rows": rows})
 
 
 if __name__ == "__main__":

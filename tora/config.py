@@ -1,14 +1,31 @@
-"""Frozen configs for the Tora backbone (Open-Sora 1.2 STDiT3), rectified flow and the 3D causal VAE."""
+"""Frozen configs of tora: the ST-DiT backbone (Open-Sora 1.2 STDiT3), rectified flow, the causal 3D VAE,
+the text stand-in, the trajectory extractor, the Tora model, and the training run (`RunConfig`).
+
+Every class is a `jaxzoo.Config`: `cfg.to_json()` / `Cls.from_json(s)` round-trip, `cfg.save(dir)`, and
+`help(Cls)` lists each field with its meaning.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 
-_FUSERS = (None, "channel", "cross_attention", "adanorm")
+import jaxzoo
+
+FUSERS = (None, "channel", "cross_attention", "adanorm")
+TRAINABLE = ("motion", "motion+temporal", "all")
+
+
+def _check_precision(name: str, precision: jaxzoo.Precision) -> None:
+    if precision.compute_dtype not in ("float32", "bfloat16"):
+        raise ValueError(
+            f"{name}.precision.compute_dtype must be 'float32' or 'bfloat16'; got {precision.compute_dtype!r}."
+        )
+    if precision.param_dtype != "float32":
+        raise ValueError(f"{name} keeps its parameters in float32; got param_dtype={precision.param_dtype!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
-class STDiTConfig:
+class STDiTConfig(jaxzoo.Config):
     """STDiT3 (Open-Sora 1.2) dimensions. Field names follow Open-Sora's `STDiT3Config`."""
 
     in_channels: int = 4  # latent channels C of x [B, T, H, W, C]
@@ -20,18 +37,16 @@ class STDiTConfig:
     patch_size: tuple[int, int, int] = (1, 2, 2)  # (pt, ph, pw) of the 3D patch embedding
     mlp_ratio: float = 4.0  # MLP hidden = mlp_ratio * hidden_size (GELU tanh)
     pred_sigma: bool = True  # Open-Sora predicts 2C channels; only the first C (the velocity) are returned
-    qk_norm: bool = True  # RMSNorm (float32, learned weight) on queries and keys of self-attention
+    qk_norm: bool = True  # RMSNorm (float32, learned scale) on queries and keys of self-attention
     input_sq_size: int = 512  # reference side length in pixels of the 2D position-embedding scale
     vae_spatial_factor: int = 8  # pixels per latent cell; turns latent H, W into Open-Sora's height, width
     timestep_scale: float = 1000.0  # t in [0, 1] is embedded as t * 1000, as Open-Sora's t in [0, 1000]
     default_fps: float = 24.0  # fps used when the caller passes none (Open-Sora uses 120 for images)
     rope_theta: float = 10000.0  # RoPE base of the temporal attention
-    dtype: str = "float32"  # compute dtype ("float32" or "bfloat16"); parameters stay float32
+    precision: jaxzoo.Precision = jaxzoo.Precision()  # compute dtype float32 or bfloat16; params stay float32
     remat: bool = False  # rematerialise each block pair in the backward pass (saves activation memory)
     scan: bool = False  # nn.scan over depth: one compiled block pair, parameters stacked on a "layers" axis
-    shard_sequence: bool = (
-        False  # shard tokens' H' axis over logical "seq" (map it: extend_rules(("seq", "model")))
-    )
+    shard_sequence: bool = False  # shard tokens' H' axis (logical "length") over "model" (see `rules`)
     motion_fuser: str | None = None  # Tora motion hook: None, "channel", "cross_attention" or "adanorm"
     motion_channels: int = 0  # width of the motion features handed to each block
     motion_position: str = "temporal"  # block kind whose self-attention input gets the motion features
@@ -50,15 +65,15 @@ class STDiTConfig:
             )
         if len(self.patch_size) != 3 or min(self.patch_size) < 1:
             raise ValueError(f"patch_size must be three positive ints (pt, ph, pw); got {self.patch_size}.")
+        object.__setattr__(self, "patch_size", tuple(self.patch_size))
         if min(self.in_channels, self.caption_channels, self.depth, self.model_max_length) < 1:
             raise ValueError(
                 "in_channels, caption_channels, depth and model_max_length must be positive; got "
                 f"{self.in_channels}, {self.caption_channels}, {self.depth}, {self.model_max_length}."
             )
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be 'float32' or 'bfloat16'; got {self.dtype!r}.")
-        if self.motion_fuser not in _FUSERS:
-            raise ValueError(f"motion_fuser must be one of {_FUSERS}; got {self.motion_fuser!r}.")
+        _check_precision("STDiTConfig", self.precision)
+        if self.motion_fuser not in FUSERS:
+            raise ValueError(f"motion_fuser must be one of {FUSERS}; got {self.motion_fuser!r}.")
         if self.motion_fuser is not None and self.motion_channels < 1:
             raise ValueError(
                 f"motion_fuser={self.motion_fuser!r} needs motion_channels >= 1; got {self.motion_channels}."
@@ -79,6 +94,13 @@ class STDiTConfig:
     @property
     def out_channels(self) -> int:
         return self.in_channels * 2 if self.pred_sigma else self.in_channels
+
+    @property
+    def rules(self) -> jaxzoo.sharding.Rules:
+        """Logical-axis rules: jaxzoo's defaults, plus "length" -> "model" with `shard_sequence`."""
+        if self.shard_sequence:
+            return jaxzoo.extend_rules(("length", "model"))
+        return jaxzoo.DEFAULT_RULES
 
     @classmethod
     def xl(cls, **overrides) -> STDiTConfig:
@@ -102,7 +124,7 @@ class STDiTConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class FlowConfig:
+class FlowConfig(jaxzoo.Config):
     """Open-Sora 1.2 rectified flow (`opensora/schedulers/rf`)."""
 
     sample_method: str = "logit-normal"  # training t: "logit-normal" (sigmoid of N(0,1)) or "uniform"
@@ -127,7 +149,7 @@ class FlowConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class VAEConfig:
+class VAEConfig(jaxzoo.Config):
     """A compact Magvit-v2 style causal 3D VAE (Open-Sora's `VAE_Temporal_SD` generalised to space too).
 
     Levels marked in `spatial_downsample` halve H and W, levels marked in `temporal_downsample` halve T
@@ -145,9 +167,11 @@ class VAEConfig:
     temporal_downsample: tuple[bool, ...] = (False, True, True, False)  # levels that halve T (x4 total)
     num_groups: int = 32  # GroupNorm groups (clipped to the channel count)
     kl_weight: float = 1e-6  # weight of the KL term in the loss
-    dtype: str = "float32"  # compute dtype
+    precision: jaxzoo.Precision = jaxzoo.Precision()  # compute dtype float32 or bfloat16; params stay float32
 
     def __post_init__(self):
+        for name in ("channel_multipliers", "spatial_downsample", "temporal_downsample"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         n = len(self.channel_multipliers)
         if len(self.spatial_downsample) != n or len(self.temporal_downsample) != n:
             raise ValueError(
@@ -156,8 +180,7 @@ class VAEConfig:
             )
         if min(self.in_channels, self.latent_channels, self.filters, self.num_res_blocks + 1) < 1:
             raise ValueError("in_channels, latent_channels and filters must be positive.")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be 'float32' or 'bfloat16'; got {self.dtype!r}.")
+        _check_precision("VAEConfig", self.precision)
 
     @property
     def spatial_factor(self) -> int:
@@ -166,6 +189,10 @@ class VAEConfig:
     @property
     def temporal_factor(self) -> int:
         return 2 ** sum(self.temporal_downsample)
+
+    @property
+    def rules(self) -> jaxzoo.sharding.Rules:
+        return jaxzoo.DEFAULT_RULES
 
     @classmethod
     def tiny(cls, **overrides) -> VAEConfig:
@@ -183,22 +210,173 @@ class VAEConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Open-Sora 1.2 optimiser settings."""
+class TextConfig(jaxzoo.Config):
+    """The network-free text stand-in (`tora.text.TokenTextEncoder`): hashed words -> one attention layer."""
 
-    learning_rate: float = 1e-4  # AdamW learning rate
-    adam_eps: float = 1e-15  # AdamW epsilon
-    weight_decay: float = 0.0  # AdamW weight decay
-    b1: float = 0.9  # AdamW beta1
-    b2: float = 0.999  # AdamW beta2
-    grad_clip: float = 1.0  # global-norm gradient clip
-    warmup_steps: int = 1000  # linear warm-up of the learning rate (Open-Sora uses 1000)
-    ema_decay: float = 0.99  # EMA of the weights kept in TrainState.extra["ema"]
+    vocab_size: int = 1024  # token ids in [0, vocab_size); id 0 is padding
+    max_length: int = 16  # longest caption in tokens
+    width: int = 64  # feature width Dy (set STDiTConfig.caption_channels to this)
+    num_heads: int = 4  # heads of the one self-attention layer
 
     def __post_init__(self):
-        if self.learning_rate <= 0 or self.grad_clip <= 0:
-            raise ValueError("learning_rate and grad_clip must be positive.")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1); got {self.ema_decay}.")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0; got {self.warmup_steps}.")
+        if self.vocab_size < 2 or self.max_length < 1 or self.width % self.num_heads:
+            raise ValueError(
+                "TextConfig needs vocab_size >= 2, max_length >= 1 and width divisible by num_heads; got "
+                f"{self.vocab_size}, {self.max_length}, {self.width}, {self.num_heads}."
+            )
+
+    @classmethod
+    def tiny(cls, **overrides) -> TextConfig:
+        """64 words, 6 tokens, width 16, 2 heads."""
+        return cls(**{**dict(vocab_size=64, max_length=6, width=16, num_heads=2), **overrides})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrajectoryExtractorConfig(jaxzoo.Config):
+    """Tora's Trajectory Extractor (`TrajExtractor` in the released code)."""
+
+    motion_vae: VAEConfig | None = VAEConfig()  # the motion VAE (Open-Sora VAE architecture, frozen);
+    # None feeds the flow RGB directly (pixel-space models, e.g. the CPU example)
+    unshuffle: int = 2  # pixel-unshuffle factor per latent frame; must equal the DiT's spatial patch size
+    channels: int = 128  # width of the features f_i (the fuser's motion_channels)
+    num_levels: int = 28  # chained levels, one per DiT block pair (STDiT3-XL: depth 28)
+    num_res_blocks: int = 2  # residual blocks per level (nums_rb)
+    bn_momentum: float = 0.9  # BatchNorm running-average decay (torch's momentum 0.1)
+    bn_eps: float = 1e-5  # BatchNorm epsilon (torch default)
+
+    def __post_init__(self):
+        if min(self.unshuffle, self.channels, self.num_levels, self.num_res_blocks) < 1:
+            raise ValueError(
+                "unshuffle, channels, num_levels and num_res_blocks must be positive; got "
+                f"{self.unshuffle}, {self.channels}, {self.num_levels}, {self.num_res_blocks}."
+            )
+        if not 0.0 <= self.bn_momentum < 1.0:
+            raise ValueError(f"bn_momentum must be in [0, 1); got {self.bn_momentum}.")
+
+    @property
+    def spatial_factor(self) -> int:
+        """Pixels per motion token side: motion-VAE factor x unshuffle."""
+        vae = 1 if self.motion_vae is None else self.motion_vae.spatial_factor
+        return vae * self.unshuffle
+
+    @property
+    def temporal_factor(self) -> int:
+        return 1 if self.motion_vae is None else self.motion_vae.temporal_factor
+
+    @classmethod
+    def tiny(cls, **overrides) -> TrajectoryExtractorConfig:
+        """Pixel space (no motion VAE), 16 channels, 2 levels of one residual block."""
+        return cls(**{**dict(motion_vae=None, channels=16, num_levels=2, num_res_blocks=1), **overrides})
+
+
+@dataclasses.dataclass(frozen=True)
+class ToraConfig(jaxzoo.Config):
+    """A Tora model: the ST-DiT (with its motion hook set), the extractor, and what trains."""
+
+    stdit: STDiTConfig = STDiTConfig(motion_fuser="adanorm", motion_channels=128)  # backbone + fuser kind
+    extractor: TrajectoryExtractorConfig = TrajectoryExtractorConfig()  # motion VAE + TE levels
+    trainable: str = "motion"  # "motion": extractor + fusers (released code, "adapter-like");
+    # "motion+temporal": also the temporal blocks (the paper's text); "all": everything but the motion VAE
+    sigma: float = 10.0  # Gaussian blur of sparse trajectory maps (pixels); paper: 10 at 256+ px
+    kernel_size: int = 99  # blur kernel size (odd); paper: 99
+    max_tracks: int = 16  # stage 2: up to this many sparse tracks per clip (N ~ U{1..max_tracks})
+    track_stride: int = 32  # stage 2: grid stride of candidate track starts (pixels)
+
+    def __post_init__(self):
+        s, e = self.stdit, self.extractor
+        if s.motion_fuser is None:
+            raise ValueError(
+                "a Tora model needs stdit.motion_fuser set to 'channel', 'cross_attention' or 'adanorm'."
+            )
+        if s.motion_channels != e.channels:
+            raise ValueError(
+                f"stdit.motion_channels ({s.motion_channels}) must equal the extractor's channels ({e.channels})."
+            )
+        if e.num_levels != s.depth:
+            raise ValueError(
+                f"the extractor needs one level per block pair: num_levels={e.num_levels}, depth={s.depth}."
+            )
+        if s.patch_size[1] != e.unshuffle or s.patch_size[2] != e.unshuffle or s.patch_size[0] != 1:
+            raise ValueError(
+                f"the extractor's unshuffle ({e.unshuffle}) must equal the ST-DiT's spatial patch size and the "
+                f"temporal patch must be 1; got patch_size={s.patch_size}."
+            )
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"trainable must be one of {TRAINABLE}; got {self.trainable!r}.")
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd integer, got {self.kernel_size}.")
+        if self.max_tracks < 1 or self.track_stride < 1 or self.sigma <= 0:
+            raise ValueError("max_tracks, track_stride and sigma must be positive.")
+
+    @property
+    def rules(self) -> jaxzoo.sharding.Rules:
+        return self.stdit.rules
+
+    @classmethod
+    def tiny(cls, fuser: str = "adanorm", **overrides) -> ToraConfig:
+        """CPU-sized: a 2-pair ST-DiT of width 32 on pixel-space video (no VAEs), 16 motion channels."""
+        stdit = STDiTConfig.tiny(in_channels=3, vae_spatial_factor=1, motion_fuser=fuser, motion_channels=16)
+        ext = TrajectoryExtractorConfig.tiny()
+        base = dict(stdit=stdit, extractor=ext, sigma=1.5, kernel_size=7, max_tracks=4, track_stride=4)
+        base.update(overrides)
+        return cls(**base)
+
+
+# Open-Sora 1.2's optimiser: AdamW lr 1e-4, eps 1e-15, no weight decay, global-norm clip 1.0, a linear
+# warm-up of 1000 steps then a constant rate, and an EMA of the weights with decay 0.99.
+OPENSORA_OPTIMIZER = jaxzoo.OptimizerConfig(
+    algorithm="adamw",
+    learning_rate=1e-4,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-15,
+    weight_decay=0.0,
+    schedule="constant",
+    warmup_steps=1000,
+    grad_clip=1.0,
+    ema_decay=0.99,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig(jaxzoo.Config):
+    """A training run: the model (an ST-DiT, a Tora model or the VAE), its loss settings and the optimizer.
+
+    `recipe()` rebuilds model, init function, optimizer and rules from this config alone, so
+    `jaxzoo.rebuild(workdir)` works on a folder written by `tora.train(..., workdir=...)`.
+    """
+
+    model: STDiTConfig | ToraConfig | VAEConfig = STDiTConfig()  # what trains (rectified flow, Tora or VAE)
+    flow: FlowConfig = FlowConfig()  # rectified-flow loss settings (ST-DiT and Tora runs)
+    optimizer: jaxzoo.OptimizerConfig = OPENSORA_OPTIMIZER  # Open-Sora 1.2 AdamW + clip + warm-up + EMA
+    steps: int = 20000  # optimisation steps of the run (the schedule's length)
+    batch_size: int = 8  # clips per step
+    seed: int = 0  # PRNG seed of the initialisation and the training noise
+    stage: int | None = None  # Tora only: 1 dense flow, 2 sparse tracks, None: read batch["stage"]
+
+    def __post_init__(self):
+        if not isinstance(self.model, STDiTConfig | ToraConfig | VAEConfig):
+            raise ValueError(f"RunConfig.model must be an STDiTConfig, ToraConfig or VAEConfig; got {self.model!r}.")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1; got {self.steps}, {self.batch_size}.")
+        if self.stage not in (None, 1, 2):
+            raise ValueError(f"stage must be 1, 2 or None; got {self.stage!r}.")
+
+    @property
+    def rules(self) -> jaxzoo.sharding.Rules:
+        return self.model.rules
+
+    def recipe(self) -> jaxzoo.Recipe:
+        """Model, init function, optimizer, rules and extra collections of this run (see `tora.train`)."""
+        from tora.train import recipe
+
+        return recipe(self)
+
+    @classmethod
+    def tiny(cls, model: STDiTConfig | ToraConfig | VAEConfig | None = None, **overrides) -> RunConfig:
+        """A CPU-sized run: `STDiTConfig.tiny(depth=1)`, 10 steps of 4 clips, Open-Sora's optimizer with
+        lr 1e-3 and no warm-up."""
+        opt = OPENSORA_OPTIMIZER.replace(learning_rate=1e-3, warmup_steps=0)
+        base = dict(model=model or STDiTConfig.tiny(depth=1), optimizer=opt, steps=10, batch_size=4)
+        base.update(overrides)
+        return cls(**base)

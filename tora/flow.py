@@ -67,7 +67,7 @@ def make_loss_fn(model: nn.Module, cfg: FlowConfig = FlowConfig()) -> Callable:
     "x_mask" [B, T] (False = clean conditioning frame, excluded from the loss), "fps" [B], "motion"}.
     The caption is replaced by the model's learned null caption with probability cfg.caption_dropout.
     """
-    vae_f = getattr(model.cfg, "vae_spatial_factor", 8)
+    vae_f = getattr(model.config, "vae_spatial_factor", 8)
 
     def loss_fn(params, batch, rng):
         x0 = batch["x"]

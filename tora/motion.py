@@ -12,19 +12,19 @@ per latent frame: pixel-unshuffle, a 3x3 conv, then `num_levels` chained levels 
 Every variant's last layer is zero-initialised, so the fuser is the identity at init and a Tora model
 starts exactly as its base ST-DiT (the paper calls this "vital").
 
-The array maths (pixel-unshuffle, GroupNorm, the replicate-padded temporal conv, the AdaNorm update)
-are the pure functions at the top of this file, tested against numpy loops.
+The array maths (pixel-unshuffle, the replicate-padded temporal conv, the AdaNorm update) are the pure
+functions at the top of this file, tested against numpy loops; GroupNorm is `jaxzoo.group_norm`.
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from tora.config import VAEConfig
+import jaxzoo
+from jaxzoo.nn import flat_init
+from tora.config import TrajectoryExtractorConfig
 
 __all__ = [
     "FUSER_VARIANTS",
@@ -32,7 +32,6 @@ __all__ = [
     "TrajectoryExtractor",
     "MotionGuidanceFuser",
     "pixel_unshuffle",
-    "group_norm",
     "temporal_conv_replicate",
     "adanorm_fuse",
 ]
@@ -50,23 +49,6 @@ def pixel_unshuffle(x: jax.Array, r: int) -> jax.Array:
     n = len(lead)
     perm = (*range(n), n, n + 2, n + 4, n + 1, n + 3)  # -> [..., h, w, c, i, j]
     return x.transpose(perm).reshape(*lead, h // r, w // r, c * r * r)
-
-
-def group_norm(
-    x: jax.Array, num_groups: int, scale: jax.Array, bias: jax.Array, eps: float = 1e-5
-) -> jax.Array:
-    """GroupNorm of each [H, W, C] slice of x [..., H, W, C] (torch's GroupNorm on (N, C, H, W)), in float32.
-
-    Channels are split into `num_groups` consecutive groups; each group is normalised over (H, W, C/G)
-    with the biased variance, then scaled and shifted per channel.
-    """
-    *lead, h, w, c = x.shape
-    xf = x.astype(jnp.float32).reshape(*lead, h, w, num_groups, c // num_groups)
-    axes = (-4, -3, -1)
-    mean = xf.mean(axes, keepdims=True)
-    var = jnp.square(xf - mean).mean(axes, keepdims=True)
-    y = ((xf - mean) * jax.lax.rsqrt(var + eps)).reshape(*lead, h, w, c)
-    return (y * scale + bias).astype(x.dtype)
 
 
 def temporal_conv_replicate(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
@@ -141,7 +123,7 @@ class MotionGuidanceFuser(nn.Module):
             z = jnp.concatenate([h, f], -1)  # [B, T, H, W, C + Cm]
             z = nn.Dense(
                 hidden,
-                kernel_init=_p(nn.initializers.xavier_uniform(), (None, "mlp")),
+                kernel_init=_p(nn.initializers.xavier_uniform(), ("embed", "mlp")),
                 bias_init=_p(_zeros, ("mlp",)),
                 name="fc1",
             )(z)
@@ -161,11 +143,11 @@ class MotionGuidanceFuser(nn.Module):
                 mid,
                 (3, 3),
                 padding="SAME",
-                kernel_init=_p(_kaiming, (None, None, None, "mlp")),
+                kernel_init=_p(_kaiming, ("kernel", None, "conv_in", "mlp")),
                 bias_init=_p(_zeros, ("mlp",)),
                 name=f"{name}_spatial",
             )(f.reshape(b * t, hh, ww, cm)).reshape(b, t, hh, ww, mid)  # per frame 3x3 conv
-            kernel = self.param(f"{name}_temporal_kernel", _p(_zeros, (None, "mlp", "embed")), (3, mid, c))
+            kernel = self.param(f"{name}_temporal_kernel", _p(_zeros, ("kernel", "mlp", "embed")), (3, mid, c))
             bias = self.param(f"{name}_temporal_bias", _p(_zeros, ("embed",)), (c,))
             out[name] = temporal_conv_replicate(
                 s, kernel.astype(s.dtype), bias.astype(s.dtype)
@@ -173,7 +155,7 @@ class MotionGuidanceFuser(nn.Module):
         g = _num_groups(c, self.num_groups)
         scale = self.param("norm_scale", _p(nn.initializers.ones_init(), ("embed",)), (c,))
         shift = self.param("norm_bias", _p(_zeros, ("embed",)), (c,))
-        normed = group_norm(h, g, scale, shift)
+        normed = jaxzoo.group_norm(h, g, scale, shift, eps=1e-5, reduce_axes=(-3, -2))  # per frame, over H, W
         return adanorm_fuse(h, normed, out["gamma"], out["beta"])
 
     def _cross_attention(self, h, f, c):
@@ -182,71 +164,30 @@ class MotionGuidanceFuser(nn.Module):
         b, t, hh, ww, cm = f.shape
         n = c // self.head_dim if c % self.head_dim == 0 and c >= self.head_dim else 1
         d = c // n
-        q = nn.DenseGeneral(
-            (n, d),
-            kernel_init=_p(nn.initializers.xavier_uniform(), ("embed", "heads", "head_dim")),
-            bias_init=_p(_zeros, ("heads", "head_dim")),
-            name="q_linear",
+        xavier = lambda n_in: flat_init(nn.initializers.xavier_uniform(), n_in)
+        q = jaxzoo.DenseGeneral(
+            (n, d), ("embed", "heads", "head_dim"), kernel_init=xavier(1), name="q_linear"
         )(h.reshape(b * t, hh * ww, c))  # [BT, S, N, D]
-        kv = nn.DenseGeneral(
-            (2, n, d),
-            kernel_init=_p(nn.initializers.xavier_uniform(), (None, None, "heads", "head_dim")),
-            bias_init=_p(_zeros, (None, "heads", "head_dim")),
-            name="kv_linear",
+        kv = jaxzoo.DenseGeneral(
+            (2, n, d), ("out", None, "heads", "head_dim"), kernel_init=xavier(1), name="kv_linear"
         )(f.reshape(b * t, hh * ww, cm))  # [BT, S, 2, N, D]
-        o = jax.nn.dot_product_attention(q, kv[:, :, 0], kv[:, :, 1], scale=d**-0.5)  # [BT, S, N, D]
-        o = nn.DenseGeneral(
-            c,
-            axis=(-2, -1),
-            kernel_init=_p(_zeros, ("heads", "head_dim", "embed")),
-            bias_init=_p(_zeros, ("embed",)),
-            name="proj",
+        o = jaxzoo.dot_product_attention(q, kv[:, :, 0], kv[:, :, 1], scale=d**-0.5)  # [BT, S, N, D]
+        o = jaxzoo.DenseGeneral(
+            (c,), ("heads", "head_dim", "embed"), n_in=2, kernel_init=_zeros, name="proj"
         )(o)
         return o.reshape(b, t, hh, ww, c)
 
 
 # ----------------------------------------------------------------------------- extractor
-@dataclasses.dataclass(frozen=True)
-class TrajectoryExtractorConfig:
-    """Tora's Trajectory Extractor (`TrajExtractor` in the released code)."""
-
-    motion_vae: VAEConfig | None = VAEConfig()  # the motion VAE (Open-Sora VAE architecture, frozen);
-    # None feeds the flow RGB directly (pixel-space models, e.g. the CPU example)
-    unshuffle: int = 2  # pixel-unshuffle factor per latent frame; must equal the DiT's spatial patch size
-    channels: int = 128  # width of the features f_i (the fuser's motion_channels)
-    num_levels: int = 28  # chained levels, one per DiT block pair (STDiT3-XL: depth 28)
-    num_res_blocks: int = 2  # residual blocks per level (nums_rb)
-    bn_momentum: float = 0.9  # BatchNorm running-average decay (torch's momentum 0.1)
-    bn_eps: float = 1e-5  # BatchNorm epsilon (torch default)
-
-    def __post_init__(self):
-        if min(self.unshuffle, self.channels, self.num_levels, self.num_res_blocks) < 1:
-            raise ValueError(
-                "unshuffle, channels, num_levels and num_res_blocks must be positive; got "
-                f"{self.unshuffle}, {self.channels}, {self.num_levels}, {self.num_res_blocks}."
-            )
-        if not 0.0 <= self.bn_momentum < 1.0:
-            raise ValueError(f"bn_momentum must be in [0, 1); got {self.bn_momentum}.")
-
-    @property
-    def spatial_factor(self) -> int:
-        """Pixels per motion token side: motion-VAE factor x unshuffle."""
-        vae = 1 if self.motion_vae is None else self.motion_vae.spatial_factor
-        return vae * self.unshuffle
-
-    @property
-    def temporal_factor(self) -> int:
-        return 1 if self.motion_vae is None else self.motion_vae.temporal_factor
-
-
 class ResnetBlock(nn.Module):
     """x + conv3x3(ReLU(BN(conv3x3(ReLU(BN(x)))))) on [N, H, W, C] (Tora's `ResnetBlock`, identity skip)."""
 
-    cfg: TrajectoryExtractorConfig
+    config: TrajectoryExtractorConfig
+    train: bool = False  # BatchNorm on batch statistics (updating "batch_stats") instead of running ones
 
     @nn.compact
-    def __call__(self, x, train: bool):
-        cfg = self.cfg
+    def __call__(self, x):
+        cfg, train = self.config, self.train
         c = x.shape[-1]
         z = x
         for i in (1, 2):
@@ -264,8 +205,11 @@ class ResnetBlock(nn.Module):
                 (3, 3),
                 padding="SAME",
                 # Megatron-style: conv1 splits its outputs over "mlp", conv2 its inputs.
-                kernel_init=_p(_kaiming, (None, None, None, "mlp") if i == 1 else (None, None, "mlp", None)),
-                bias_init=_p(_zeros, ("mlp",) if i == 1 else (None,)),
+                kernel_init=_p(
+                    _kaiming,
+                    ("kernel", None, "conv_in", "mlp") if i == 1 else ("kernel", None, "mlp", "conv_out"),
+                ),
+                bias_init=_p(_zeros, ("mlp",) if i == 1 else ("conv_out",)),
                 name=f"conv{i}",
             )(z)
         return x + z
@@ -278,18 +222,18 @@ class TrajectoryExtractor(nn.Module):
     BatchNorm layers use (and update, in the mutable "batch_stats" collection) batch statistics.
     """
 
-    cfg: TrajectoryExtractorConfig = TrajectoryExtractorConfig()
+    config: TrajectoryExtractorConfig = TrajectoryExtractorConfig()
 
     @nn.compact
     def __call__(self, flow_rgb: jax.Array, train: bool = False) -> list[jax.Array]:
-        cfg = self.cfg
+        cfg = self.config
         check_flow_rgb(cfg, flow_rgb)
         z = flow_rgb.astype(jnp.float32)
         if cfg.motion_vae is not None:
             from tora.vae import VAE3D  # part 1's causal 3-D VAE
 
             # The posterior mean of the frozen motion VAE (deterministic; Tora samples it).
-            z, _ = VAE3D(cfg.motion_vae, name="motion_vae").encode(z)  # [B, T', H/fs, W/fs, latent]
+            z, _ = VAE3D(config=cfg.motion_vae, name="motion_vae").encode(z)  # [B, T', H/fs, W/fs, latent]
             z = jax.lax.stop_gradient(z)
         b, t, h, w, _ = z.shape
         z = pixel_unshuffle(z.reshape(b * t, h, w, -1), cfg.unshuffle)  # [BT', H', W', 4 r^2]
@@ -297,14 +241,14 @@ class TrajectoryExtractor(nn.Module):
             cfg.channels,
             (3, 3),
             padding="SAME",
-            kernel_init=_p(_kaiming, (None, None, None, "embed")),
+            kernel_init=_p(_kaiming, ("kernel", None, "conv_in", "embed")),
             bias_init=_p(_zeros, ("embed",)),
             name="conv_in",
         )(z)
         feats = []
         for i in range(cfg.num_levels):  # f_i = Level_i(f_{i-1}), each level residual: f_{i-1} + Conv_i(...)
             for j in range(cfg.num_res_blocks):
-                z = ResnetBlock(cfg, name=f"level_{i}_block_{j}")(z, train)
+                z = ResnetBlock(cfg, train, name=f"level_{i}_block_{j}")(z)
             feats.append(z.reshape(b, t, *z.shape[1:]))
         return feats
 

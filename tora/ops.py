@@ -1,5 +1,8 @@
 """Pure array functions of the ST-DiT backbone and rectified flow. Modules in `stdit.py` call these.
 
+Norms, RoPE and attention come from the shared kit (`jaxzoo.layer_norm`, `jaxzoo.rms_norm`,
+`jaxzoo.rope(mode="interleaved")`, `jaxzoo.dot_product_attention`); what is here is Open-Sora's own maths.
+
 Layouts: latents x [B, T, H, W, C]; tokens [B, T, S, C] with S = H' * W' patches per frame (row-major over
 (h, w)); attention heads [..., L, N, D] (L tokens, N heads, D head_dim).
 """
@@ -11,6 +14,8 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+import jaxzoo
 
 
 # ----------------------------------------------------------------------------- embeddings
@@ -55,22 +60,7 @@ def pos_embed_scale(h: int, w: int, *, height: float, width: float, input_sq_siz
     return math.sqrt(height * width) / input_sq_size, round(math.sqrt(h * w))
 
 
-# ----------------------------------------------------------------------------- norms and modulation
-def layer_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
-    """LayerNorm over the last axis without affine parameters, computed in float32."""
-    xf = x.astype(jnp.float32)
-    mean = xf.mean(-1, keepdims=True)
-    var = jnp.square(xf - mean).mean(-1, keepdims=True)
-    return ((xf - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
-
-
-def rms_norm(x: jax.Array, weight: jax.Array, eps: float = 1e-6) -> jax.Array:
-    """LlamaRMSNorm: x / sqrt(mean(x^2) + eps) in float32, cast back, times the learned weight."""
-    xf = x.astype(jnp.float32)
-    y = xf * jax.lax.rsqrt(jnp.square(xf).mean(-1, keepdims=True) + eps)
-    return weight.astype(x.dtype) * y.astype(x.dtype)
-
-
+# ----------------------------------------------------------------------------- modulation
 def modulate(x: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:
     """t2i_modulate: x * (1 + scale) + shift."""
     return x * (1 + scale) + shift
@@ -83,46 +73,19 @@ def frame_select(x_mask: jax.Array | None, a: jax.Array, b: jax.Array) -> jax.Ar
     return jnp.where(x_mask.reshape(x_mask.shape + (1,) * (a.ndim - 2)), a, b)
 
 
-# ----------------------------------------------------------------------------- RoPE
-def rope(x: jax.Array, positions: jax.Array, theta: float = 10000.0) -> jax.Array:
-    """Interleaved rotary embedding (rotary_embedding_torch, `rotate_half` on pairs (2i, 2i+1)).
-
-    x: [..., L, N, D] (L positions, N heads, D even), positions: [L]. Pair i of position p is rotated by the
-    angle p * theta^(-2i/D), computed in float32.
-    """
-    d = x.shape[-1]
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))  # [D/2]
-    ang = positions.astype(jnp.float32)[:, None] * inv_freq[None]  # [L, D/2]
-    cos = jnp.cos(ang)[:, None, :]  # [L, 1, D/2]
-    sin = jnp.sin(ang)[:, None, :]
-    xf = x.astype(jnp.float32).reshape(x.shape[:-1] + (d // 2, 2))
-    x1, x2 = xf[..., 0], xf[..., 1]
-    out = jnp.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-    return out.reshape(x.shape).astype(x.dtype)
-
-
 # ----------------------------------------------------------------------------- attention
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
-    """softmax(q k^T / sqrt(D)) v through `jax.nn.dot_product_attention` (fused kernel on GPU).
-
-    q: [B, Lq, N, D], k, v: [B, Lk, N, D], key_mask: [B, Lk] bool (True = attend) or None -> [B, Lq, N, D].
-    """
-    mask = None if key_mask is None else key_mask[:, None, None, :]  # [B, 1, 1, Lk]
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=q.shape[-1] ** -0.5)
-
-
 def spatial_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     """Self-attention among the S patches of each frame. q, k, v: [B, T, S, N, D] -> [B, T, S, N, D]."""
     b, t, s, n, d = q.shape
     flat = lambda a: a.reshape(b * t, s, n, d)  # "B T S N D -> (B T) S N D"
-    return attention(flat(q), flat(k), flat(v)).reshape(b, t, s, n, d)
+    return jaxzoo.dot_product_attention(flat(q), flat(k), flat(v)).reshape(b, t, s, n, d)
 
 
 def temporal_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     """Self-attention among the T frames of each patch. q, k, v: [B, T, S, N, D] -> [B, T, S, N, D]."""
     b, t, s, n, d = q.shape
     flat = lambda a: a.transpose(0, 2, 1, 3, 4).reshape(b * s, t, n, d)  # "B T S N D -> (B S) T N D"
-    out = attention(flat(q), flat(k), flat(v))
+    out = jaxzoo.dot_product_attention(flat(q), flat(k), flat(v))
     return out.reshape(b, s, t, n, d).transpose(0, 2, 1, 3, 4)
 
 

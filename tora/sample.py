@@ -35,7 +35,7 @@ def make_sampler(model: nn.Module, cfg: FlowConfig = FlowConfig()):
     >= 0 (1 = the conditional prediction alone, 0 = the unconditional one; default cfg.guidance_scale).
     x_cond [B, T, H, W, C] with x_mask [B, T] (False = keep x_cond) gives image-to-video / extension.
     """
-    mcfg = model.cfg
+    mcfg = model.config
     vae_f = getattr(mcfg, "vae_spatial_factor", 8)
 
     @functools.partial(jax.jit, static_argnames=("num_frames", "height", "width", "num_steps"))

@@ -17,13 +17,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import jaxzoo
 from jaxzoo.nn import DenseGeneral, flat_init
 from tora import ops
 from tora.config import STDiTConfig
 
 _xavier = nn.initializers.xavier_uniform
 _zeros = nn.initializers.zeros_init()
-_ones = nn.initializers.ones_init()
 _std02 = nn.initializers.normal(0.02)
 
 
@@ -32,7 +32,7 @@ def _p(init, names):
 
 
 def _dtype(cfg: STDiTConfig):
-    return jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
+    return cfg.precision.compute
 
 
 def _dense(features, names, name, dtype, kernel_init=None, bias_names=None):
@@ -57,17 +57,6 @@ def Linear(features, names, n_in: int = 1, zero: bool = False, dtype=jnp.float32
     return DenseGeneral(tuple(features), tuple(names), n_in=n_in, kernel_init=init, dtype=dtype, name=name)
 
 
-class RMSNorm(nn.Module):
-    """LlamaRMSNorm over head_dim (eps 1e-6, float32), as Open-Sora's QK-norm."""
-
-    dim: int
-
-    @nn.compact
-    def __call__(self, x):
-        weight = self.param("weight", _p(_ones, ("head_dim",)), (self.dim,))
-        return ops.rms_norm(x, weight)
-
-
 class SelfAttention(nn.Module):
     """Open-Sora `Attention`: fused qkv with bias, QK RMSNorm, RoPE over frames when temporal, then proj.
 
@@ -76,12 +65,12 @@ class SelfAttention(nn.Module):
     the QK-norm (Open-Sora 1.2 with qk_norm_legacy=False).
     """
 
-    cfg: STDiTConfig
+    config: STDiTConfig
     temporal: bool = False
 
     @nn.compact
     def __call__(self, x):
-        cfg = self.cfg
+        cfg = self.config
         b, t, h, w, c = x.shape
         n, d = cfg.num_heads, cfg.head_dim
         dtype = _dtype(cfg)
@@ -90,11 +79,16 @@ class SelfAttention(nn.Module):
         )  # [B, T, S, 3, N, D]
         q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]  # [B, T, S, N, D]
         if cfg.qk_norm:
-            q, k = RMSNorm(d, name="q_norm")(q), RMSNorm(d, name="k_norm")(k)
+            # LlamaRMSNorm over head_dim (eps 1e-6, float32), as Open-Sora's QK-norm
+            q = jaxzoo.RMSNorm(1e-6, axis_name="head_dim", name="q_norm")(q)
+            k = jaxzoo.RMSNorm(1e-6, axis_name="head_dim", name="k_norm")(k)
         if self.temporal:
             pos = jnp.arange(t)
-            rot = lambda a: ops.rope(a.transpose(0, 2, 1, 3, 4), pos, cfg.rope_theta).transpose(0, 2, 1, 3, 4)
-            q, k = rot(q), rot(k)  # rope over T: [B, S, T, N, D] layout inside
+            # interleaved RoPE over T: [B, S, T, N, D] layout inside
+            rot = lambda a: jaxzoo.rope(
+                a.transpose(0, 2, 1, 3, 4), pos, cfg.rope_theta, mode="interleaved"
+            ).transpose(0, 2, 1, 3, 4)
+            q, k = rot(q), rot(k)
             o = ops.temporal_attention(q, k, v)
         else:
             o = ops.spatial_attention(q, k, v)
@@ -110,12 +104,12 @@ class CrossAttention(nn.Module):
     x: [B, T', H', W', C], y: [B, Ly, C], y_mask: [B, Ly] bool -> [B, T', H', W', C]. No norm, no RoPE.
     """
 
-    cfg: STDiTConfig
+    config: STDiTConfig
     zero_proj: bool = False
 
     @nn.compact
     def __call__(self, x, y, y_mask):
-        cfg = self.cfg
+        cfg = self.config
         b, t, h, w, c = x.shape
         n, d = cfg.num_heads, cfg.head_dim
         dtype = _dtype(cfg)
@@ -125,7 +119,7 @@ class CrossAttention(nn.Module):
         kv = Linear((2, n, d), ("embed", None, "heads", "head_dim"), dtype=dtype, name="kv_linear")(
             y
         )  # [B, Ly, 2, N, D]
-        o = ops.attention(q, kv[:, :, 0], kv[:, :, 1], y_mask)  # [B, L, N, D]
+        o = jaxzoo.dot_product_attention(q, kv[:, :, 0], kv[:, :, 1], mask=y_mask)  # [B, L, N, D]
         o = Linear(
             (c,), ("heads", "head_dim", "embed"), n_in=2, zero=self.zero_proj, dtype=dtype, name="proj"
         )(o)
@@ -135,12 +129,12 @@ class CrossAttention(nn.Module):
 class Mlp(nn.Module):
     """fc1 -> GELU (tanh) -> fc2."""
 
-    cfg: STDiTConfig
+    config: STDiTConfig
     zero_fc2: bool = False
 
     @nn.compact
     def __call__(self, x):
-        cfg, dtype = self.cfg, _dtype(self.cfg)
+        cfg, dtype = self.config, _dtype(self.config)
         x = _dense(cfg.mlp_dim, ("embed", "mlp"), "fc1", dtype)(x)
         x = nn.gelu(x, approximate=True)
         return _dense(cfg.hidden_size, ("mlp", "embed"), "fc2", dtype, _zeros if self.zero_fc2 else None)(x)
@@ -155,12 +149,12 @@ class STDiTBlock(nn.Module):
     identity at init (Open-Sora's `initialize_weights`).
     """
 
-    cfg: STDiTConfig
+    config: STDiTConfig
     temporal: bool = False
 
     @nn.compact
     def __call__(self, x, y, y_mask, t_mlp, t0_mlp=None, x_mask=None, motion=None):
-        cfg = self.cfg
+        cfg = self.config
         b, c = x.shape[0], cfg.hidden_size
         table = self.param(
             "scale_shift_table", _p(lambda k, s: jax.random.normal(k, s) / c**0.5, (None, "embed")), (6, c)
@@ -173,7 +167,7 @@ class STDiTBlock(nn.Module):
         sh_msa, sc_msa, g_msa, sh_mlp, sc_mlp, g_mlp = mods(t_mlp)
         z = mods(t0_mlp) if x_mask is not None else (sh_msa, sc_msa, g_msa, sh_mlp, sc_mlp, g_mlp)
 
-        xn = ops.layer_norm(x)
+        xn = jaxzoo.layer_norm(x, eps=1e-6)
         x_m = ops.frame_select(x_mask, ops.modulate(xn, sh_msa, sc_msa), ops.modulate(xn, z[0], z[1]))
         if (
             cfg.motion_fuser is not None
@@ -191,7 +185,7 @@ class STDiTBlock(nn.Module):
 
         x = x + CrossAttention(cfg, zero_proj=self.temporal, name="cross_attn")(x, y, y_mask)
 
-        xn = ops.layer_norm(x)
+        xn = jaxzoo.layer_norm(x, eps=1e-6)
         x_m = ops.frame_select(x_mask, ops.modulate(xn, sh_mlp, sc_mlp), ops.modulate(xn, z[3], z[4]))
         x_m = Mlp(cfg, zero_fc2=self.temporal, name="mlp")(x_m)
         return x + ops.frame_select(x_mask, g_mlp * x_m, z[5] * x_m)
@@ -212,12 +206,12 @@ class TemporalBlock(STDiTBlock):
 class BlockPair(nn.Module):
     """One spatial block then one temporal block; the unit `nn.scan` repeats over depth."""
 
-    cfg: STDiTConfig
+    config: STDiTConfig
 
     @nn.compact
     def __call__(self, x, y, y_mask, t_mlp, t0_mlp, x_mask, motion):
-        x = _block(self.cfg, SpatialBlock, "spatial_block")(x, y, y_mask, t_mlp, t0_mlp, x_mask, motion)
-        x = _block(self.cfg, TemporalBlock, "temporal_block")(x, y, y_mask, t_mlp, t0_mlp, x_mask, motion)
+        x = _block(self.config, SpatialBlock, "spatial_block")(x, y, y_mask, t_mlp, t0_mlp, x_mask, motion)
+        x = _block(self.config, TemporalBlock, "temporal_block")(x, y, y_mask, t_mlp, t0_mlp, x_mask, motion)
         return x, None
 
 
@@ -230,36 +224,36 @@ def _block(cfg, cls, name):
 class TimestepEmbedder(nn.Module):
     """Sinusoid(256) -> Linear -> SiLU -> Linear. Used for t (scaled to [0, 1000]) and for fps."""
 
-    cfg: STDiTConfig
+    config: STDiTConfig
     zero_last: bool = False
     freq_dim: int = 256
 
     @nn.compact
     def __call__(self, s):  # s: [B] -> [B, C]
-        c = self.cfg.hidden_size
+        c = self.config.hidden_size
         h = ops.timestep_embedding(s, self.freq_dim)
         h = _dense(c, (None, "embed"), "fc1", jnp.float32, _std02 if self.zero_last else None)(h)
         h = nn.silu(h)
-        return _dense(c, ("embed", "embed_out"), "fc2", jnp.float32, _zeros if self.zero_last else None)(h)
+        return _dense(c, ("embed", None), "fc2", jnp.float32, _zeros if self.zero_last else None)(h)
 
 
 class CaptionEmbedder(nn.Module):
     """Open-Sora `CaptionEmbedder`: MLP Dy -> C -> C (GELU tanh) over text-encoder features, with a learned
     null caption `y_embedding` [model_max_length, Dy] that replaces y where `drop` [B] is True (CFG)."""
 
-    cfg: STDiTConfig
+    config: STDiTConfig
 
     @nn.compact
     def __call__(self, y, drop=None):  # y: [B, Ly, Dy] -> [B, Ly, C]
-        cfg, dtype = self.cfg, _dtype(self.cfg)
+        cfg, dtype = self.config, _dtype(self.config)
         null = self.param(
             "y_embedding",
-            _p(lambda k, s: jax.random.normal(k, s) / s[1] ** 0.5, (None, "caption")),
+            _p(lambda k, s: jax.random.normal(k, s) / s[1] ** 0.5, (None, "out")),
             (cfg.model_max_length, cfg.caption_channels),
         )
         if drop is not None:
             y = jnp.where(drop[:, None, None], null[None, : y.shape[1]].astype(y.dtype), y)
-        h = _dense(cfg.hidden_size, ("caption", "mlp"), "fc1", dtype)(y)
+        h = _dense(cfg.hidden_size, ("out", "mlp"), "fc1", dtype)(y)
         h = nn.gelu(h, approximate=True)
         return _dense(cfg.hidden_size, ("mlp", "embed"), "fc2", dtype)(h)
 
@@ -271,11 +265,11 @@ class FinalLayer(nn.Module):
     same norm_final(x) for both branches, which is what the masked-frame path intends.
     """
 
-    cfg: STDiTConfig
+    config: STDiTConfig
 
     @nn.compact
     def __call__(self, x, t_emb, t0_emb=None, x_mask=None):  # x [B, T', H', W', C] -> [B, T', H', W', P]
-        cfg = self.cfg
+        cfg = self.config
         c = cfg.hidden_size
         table = self.param(
             "scale_shift_table", _p(lambda k, s: jax.random.normal(k, s) / c**0.5, (None, "embed")), (2, c)
@@ -285,7 +279,7 @@ class FinalLayer(nn.Module):
             m = (table[None] + te[:, None]).astype(x.dtype)  # [B, 2, C]
             return m[:, 0, None, None, None], m[:, 1, None, None, None]
 
-        xn = ops.layer_norm(x)
+        xn = jaxzoo.layer_norm(x, eps=1e-6)
         shift, scale = mods(t_emb)
         out = ops.modulate(xn, shift, scale)
         if x_mask is not None:
@@ -346,11 +340,11 @@ class STDiT(nn.Module):
     caption by the learned null caption (classifier-free guidance).
     """
 
-    cfg: STDiTConfig
+    config: STDiTConfig
 
     @nn.compact
     def __call__(self, x, t, y, y_mask=None, fps=None, x_mask=None, motion=None, y_drop=None):
-        cfg = self.cfg
+        cfg = self.config
         check_inputs(cfg, x, t, y, y_mask, fps, x_mask, motion)
         b, t_len, h, w, _ = x.shape
         dtype = _dtype(cfg)
@@ -384,7 +378,7 @@ class STDiT(nn.Module):
         t_embedder = TimestepEmbedder(cfg, name="t_embedder")
         fps_emb = TimestepEmbedder(cfg, zero_last=True, name="fps_embedder")(fps)
         t_emb = t_embedder(t.astype(jnp.float32) * cfg.timestep_scale) + fps_emb  # [B, C]
-        t_block = _dense(6 * cfg.hidden_size, ("embed", "embed_out"), "t_block", jnp.float32)
+        t_block = _dense(6 * cfg.hidden_size, ("embed", None), "t_block", jnp.float32)
         t_mlp = t_block(nn.silu(t_emb))  # [B, 6C]
         t0_emb = t0_mlp = None
         if x_mask is not None:
@@ -396,7 +390,7 @@ class STDiT(nn.Module):
 
         # === blocks ===
         constrain = lambda a: (
-            nn.with_logical_constraint(a, ("batch", None, "seq", None, "embed")) if cfg.shard_sequence else a
+            nn.with_logical_constraint(a, ("batch", None, "length", None, "embed")) if cfg.shard_sequence else a
         )
         tok = constrain(tok)
         if cfg.scan:
@@ -414,7 +408,7 @@ class STDiT(nn.Module):
         return out[..., : cfg.in_channels].astype(jnp.float32)
 
     def _scan(self, tok, y_emb, y_mask, t_mlp, t0_mlp, x_mask, motion):
-        cfg = self.cfg
+        cfg = self.config
         if motion is not None and any(m is None for m in motion):
             raise ValueError("with cfg.scan=True, motion must be None or have an entry for every block pair.")
         stacked = None if motion is None else jnp.stack(list(motion))
@@ -429,8 +423,3 @@ class STDiT(nn.Module):
         )
         tok, _ = scanned(cfg, name="blocks")(tok, y_emb, y_mask, t_mlp, t0_mlp, x_mask, stacked)
         return tok
-
-
-def count_params(params) -> int:
-    """Number of scalars in a parameter tree."""
-    return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))

@@ -8,29 +8,16 @@ layer with a key mask -> features [B, Ly, width], trained jointly with the DiT.
 
 from __future__ import annotations
 
-import dataclasses
 import zlib
 
 import flax.linen as nn
 import numpy as np
 
-from tora import ops
+import jaxzoo
+from tora.config import TextConfig
 from tora.stdit import Linear
 
-
-@dataclasses.dataclass(frozen=True)
-class TextConfig:
-    vocab_size: int = 1024  # token ids in [0, vocab_size); id 0 is padding
-    max_length: int = 16  # longest caption in tokens
-    width: int = 64  # feature width Dy (set STDiTConfig.caption_channels to this)
-    num_heads: int = 4  # heads of the one self-attention layer
-
-    def __post_init__(self):
-        if self.vocab_size < 2 or self.max_length < 1 or self.width % self.num_heads:
-            raise ValueError(
-                "TextConfig needs vocab_size >= 2, max_length >= 1 and width divisible by num_heads; got "
-                f"{self.vocab_size}, {self.max_length}, {self.width}, {self.num_heads}."
-            )
+__all__ = ["TextConfig", "TokenTextEncoder", "tokenize"]
 
 
 def tokenize(captions: list[str], cfg: TextConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -46,11 +33,11 @@ def tokenize(captions: list[str], cfg: TextConfig) -> tuple[np.ndarray, np.ndarr
 class TokenTextEncoder(nn.Module):
     """ids [B, L] int, mask [B, L] bool -> features [B, L, width]."""
 
-    cfg: TextConfig
+    config: TextConfig
 
     @nn.compact
     def __call__(self, ids, mask):
-        cfg = self.cfg
+        cfg = self.config
         if ids.ndim != 2 or ids.shape[1] > cfg.max_length:
             raise ValueError(
                 f"ids must have shape [B, L] with L <= {cfg.max_length}; got {tuple(ids.shape)}."
@@ -58,22 +45,20 @@ class TokenTextEncoder(nn.Module):
         emb = nn.Embed(
             cfg.vocab_size,
             cfg.width,
-            embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "caption")),
+            embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")),
             name="embed",
         )(ids)
         pos = self.param(
             "pos",
-            nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "caption")),
+            nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed")),
             (cfg.max_length, cfg.width),
         )
         h = emb + pos[None, : ids.shape[1]]
         n, d = cfg.num_heads, cfg.width // cfg.num_heads
-        a = ops.layer_norm(h, 1e-5)
-        qkv = Linear((3, n, d), ("caption", None, "heads", "head_dim"), name="qkv")(a)  # [B, L, 3, N, D]
-        o = ops.attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], mask.astype(bool))
-        h = h + nn.DenseGeneral(cfg.width, axis=(-2, -1), name="proj")(o)
-        m = nn.Dense(cfg.width, name="mlp_out")(
-            nn.gelu(nn.Dense(4 * cfg.width, name="mlp_in")(ops.layer_norm(h, 1e-5)))
-        )
-        h = h + m
-        return ops.layer_norm(h, 1e-5) * mask[..., None].astype(h.dtype)
+        a = jaxzoo.layer_norm(h, eps=1e-5)
+        qkv = Linear((3, n, d), ("embed", None, "heads", "head_dim"), name="qkv")(a)  # [B, L, 3, N, D]
+        o = jaxzoo.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], mask=mask.astype(bool))
+        h = h + Linear((cfg.width,), ("heads", "head_dim", "embed"), n_in=2, name="proj")(o)
+        m = Linear((4 * cfg.width,), ("embed", "mlp"), name="mlp_in")(jaxzoo.layer_norm(h, eps=1e-5))
+        h = h + Linear((cfg.width,), ("mlp", "embed"), name="mlp_out")(nn.gelu(m))
+        return jaxzoo.layer_norm(h, eps=1e-5) * mask[..., None].astype(h.dtype)

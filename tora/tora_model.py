@@ -14,7 +14,6 @@ so guidance acts on the text only, as in the released code.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -26,9 +25,9 @@ import optax
 from flax import traverse_util
 
 from tora import ops
-from tora.config import FlowConfig, STDiTConfig
+from tora.config import TRAINABLE, FlowConfig, ToraConfig
 from tora.flow import training_inputs
-from tora.motion import TrajectoryExtractor, TrajectoryExtractorConfig, check_flow_rgb
+from tora.motion import TrajectoryExtractor, check_flow_rgb
 from tora.sample import make_sampler
 from tora.stdit import STDiT
 from tora.trajectory import flow_to_rgb, sample_sparse_tracks, splat_and_blur
@@ -39,63 +38,11 @@ __all__ = [
     "load_base_params",
     "motion_features",
     "trainable_mask",
-    "masked_optimizer",
+    "freeze",
     "motion_condition",
     "make_tora_loss_fn",
     "make_tora_sampler",
 ]
-
-_TRAINABLE = ("motion", "motion+temporal", "all")
-
-
-@dataclasses.dataclass(frozen=True)
-class ToraConfig:
-    """A Tora model: the ST-DiT (with its motion hook set), the extractor, and what trains."""
-
-    stdit: STDiTConfig = STDiTConfig(motion_fuser="adanorm", motion_channels=128)  # backbone + fuser kind
-    extractor: TrajectoryExtractorConfig = TrajectoryExtractorConfig()  # motion VAE + TE levels
-    trainable: str = "motion"  # "motion": extractor + fusers (released code, "adapter-like");
-    # "motion+temporal": also the temporal blocks (the paper's text); "all": everything but the motion VAE
-    sigma: float = 10.0  # Gaussian blur of sparse trajectory maps (pixels); paper: 10 at 256+ px
-    kernel_size: int = 99  # blur kernel size (odd); paper: 99
-    max_tracks: int = 16  # stage 2: up to this many sparse tracks per clip (N ~ U{1..max_tracks})
-    track_stride: int = 32  # stage 2: grid stride of candidate track starts (pixels)
-
-    def __post_init__(self):
-        s, e = self.stdit, self.extractor
-        if s.motion_fuser is None:
-            raise ValueError(
-                "a Tora model needs stdit.motion_fuser set to 'channel', 'cross_attention' or 'adanorm'."
-            )
-        if s.motion_channels != e.channels:
-            raise ValueError(
-                f"stdit.motion_channels ({s.motion_channels}) must equal the extractor's channels ({e.channels})."
-            )
-        if e.num_levels != s.depth:
-            raise ValueError(
-                f"the extractor needs one level per block pair: num_levels={e.num_levels}, depth={s.depth}."
-            )
-        if s.patch_size[1] != e.unshuffle or s.patch_size[2] != e.unshuffle or s.patch_size[0] != 1:
-            raise ValueError(
-                f"the extractor's unshuffle ({e.unshuffle}) must equal the ST-DiT's spatial patch size and the "
-                f"temporal patch must be 1; got patch_size={s.patch_size}."
-            )
-        if self.trainable not in _TRAINABLE:
-            raise ValueError(f"trainable must be one of {_TRAINABLE}; got {self.trainable!r}.")
-        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd integer, got {self.kernel_size}.")
-        if self.max_tracks < 1 or self.track_stride < 1 or self.sigma <= 0:
-            raise ValueError("max_tracks, track_stride and sigma must be positive.")
-
-    @classmethod
-    def tiny(cls, fuser: str = "adanorm", **overrides) -> ToraConfig:
-        """CPU-sized: a 2-pair ST-DiT of width 32 on pixel-space video (no VAEs), 16 motion channels."""
-        stdit = STDiTConfig.tiny(in_channels=3, vae_spatial_factor=1, motion_fuser=fuser, motion_channels=16)
-        ext = TrajectoryExtractorConfig(motion_vae=None, channels=16, num_levels=2, num_res_blocks=1)
-        base = dict(stdit=stdit, extractor=ext, sigma=1.5, kernel_size=7, max_tracks=4, track_stride=4)
-        base.update(overrides)
-        return cls(**base)
-
 
 def check_tora_inputs(cfg: ToraConfig, x, flow_rgb) -> None:
     """ValueError with a sentence when the flow RGB does not cover the latent grid of x (shapes only)."""
@@ -121,15 +68,15 @@ class Tora(nn.Module):
     With flow_rgb None the motion path is skipped and Tora is its base ST-DiT.
     """
 
-    cfg: ToraConfig
+    config: ToraConfig
 
     @nn.compact
     def __call__(self, x, t, y, flow_rgb=None, y_mask=None, fps=None, x_mask=None, y_drop=None, train=False):
-        check_tora_inputs(self.cfg, x, flow_rgb)
+        check_tora_inputs(self.config, x, flow_rgb)
         motion = None
         if flow_rgb is not None:
-            motion = TrajectoryExtractor(self.cfg.extractor, name="extractor")(flow_rgb, train)
-        return STDiT(self.cfg.stdit, name="stdit")(x, t, y, y_mask, fps, x_mask, motion, y_drop)
+            motion = TrajectoryExtractor(self.config.extractor, name="extractor")(flow_rgb, train)
+        return STDiT(self.config.stdit, name="stdit")(x, t, y, y_mask, fps, x_mask, motion, y_drop)
 
 
 def motion_features(cfg: ToraConfig, variables: Any, flow_rgb: jax.Array) -> list[jax.Array]:
@@ -163,8 +110,8 @@ def trainable_mask(params: Any, trainable: str = "motion") -> Any:
     "motion": extractor and fusers; "motion+temporal": also the temporal blocks; "all": everything. The
     motion VAE (extractor/motion_vae) never trains (the paper fine-tunes it separately, then freezes it).
     """
-    if trainable not in _TRAINABLE:
-        raise ValueError(f"trainable must be one of {_TRAINABLE}; got {trainable!r}.")
+    if trainable not in TRAINABLE:
+        raise ValueError(f"trainable must be one of {TRAINABLE}; got {trainable!r}.")
 
     def rule(path, _):
         keys = [getattr(p, "key", str(p)) for p in path]
@@ -179,10 +126,28 @@ def trainable_mask(params: Any, trainable: str = "motion") -> Any:
     return jax.tree_util.tree_map_with_path(rule, params)
 
 
-def masked_optimizer(tx: optax.GradientTransformation, params: Any, trainable: str = "motion"):
-    """`tx` on the trainable parameters, zero updates (and no optimizer state) on the frozen ones."""
-    labels = jax.tree.map(lambda m: "train" if m else "freeze", trainable_mask(params, trainable))
-    return optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, labels)
+def freeze(trainable: str = "motion") -> optax.GradientTransformation:
+    """Zero the entries of the frozen parameters (`trainable_mask` False) in whatever it is given.
+
+    Stateless, so it fits anywhere in an optax chain and `jaxzoo.plan_state` shards the chain as usual.
+    `tora.make_optimizer` puts it on both sides of jaxzoo's optimizer (`before=` and `after=`): frozen
+    gradients are zeroed before the global-norm clip (which then measures the trainable ones only, as a
+    clip on the trainable subtree would) and frozen updates after AdamW (no weight decay on them either).
+    Adam's moments of a frozen parameter stay exactly zero, so its update is exactly zero.
+    """
+    if trainable not in TRAINABLE:
+        raise ValueError(f"trainable must be one of {TRAINABLE}; got {trainable!r}.")
+
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        del params
+        keep = trainable_mask(updates, trainable)
+        return jax.tree.map(lambda u, k: u if k else jnp.zeros_like(u), updates, keep), state
+
+    return optax.GradientTransformation(init, update)
 
 
 def motion_condition(
@@ -232,7 +197,7 @@ def make_tora_loss_fn(
         raise ValueError(
             f"stage must be 1 (dense flow), 2 (sparse trajectories) or None (from the batch); got {stage}."
         )
-    vae_f = model.cfg.stdit.vae_spatial_factor
+    vae_f = model.config.stdit.vae_spatial_factor
 
     def loss_fn(params, extra, batch, rng):
         x0 = batch["x"]
@@ -240,7 +205,7 @@ def make_tora_loss_fn(
         x_t, t, target = training_inputs(x0, k_in, flow_cfg, None, vae_f)
         drop = jax.random.bernoulli(k_drop, flow_cfg.caption_dropout, (x0.shape[0],))
         rgb, _ = motion_condition(
-            k_cond, batch["flow"], model.cfg, batch["stage"] if stage is None else stage
+            k_cond, batch["flow"], model.config, batch["stage"] if stage is None else stage
         )
         v, upd = model.apply(
             {"params": params, "batch_stats": extra["batch_stats"]},
@@ -267,14 +232,14 @@ def make_tora_sampler(model: Tora, flow_cfg: FlowConfig = FlowConfig()) -> Calla
     (`tora.sample.make_sampler`), which feeds them into both the conditional and the unconditional CFG
     pass (guidance acts on the text only, as in the released code). flow_rgb None samples the base model.
     """
-    base = make_sampler(STDiT(model.cfg.stdit), flow_cfg)
+    base = make_sampler(STDiT(model.config.stdit), flow_cfg)
 
     def sample(variables, rng, y, flow_rgb=None, y_mask=None, **kwargs):
         motion = None
         if flow_rgb is not None:
             probe = jnp.zeros((y.shape[0], kwargs["num_frames"], kwargs["height"], kwargs["width"], 1))
-            check_tora_inputs(model.cfg, probe, flow_rgb)
-            motion = _motion_jit(model.cfg, variables, flow_rgb)
+            check_tora_inputs(model.config, probe, flow_rgb)
+            motion = _motion_jit(model.config, variables, flow_rgb)
         return base(variables["params"]["stdit"], rng, y, y_mask, motion=motion, **kwargs)
 
     return sample

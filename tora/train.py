@@ -1,82 +1,165 @@
-"""Training for STDiT and VAE3D through `jaxzoo.train`: AdamW (Open-Sora 1.2: lr 1e-4, eps 1e-15, wd 0),
-global-norm clip 1.0, linear warm-up, and an EMA of the weights (decay 0.99) kept in the optimizer state.
+"""Training of tora's models on jaxzoo's runtime: one `RunConfig`, one state planner, one train step.
 
-The EMA is the last link of the optax chain: it sees the final update u and the current params p and stores
-ema <- d ema + (1 - d)(p + u), i.e. the EMA of the *updated* weights, as Open-Sora's `update_ema` after each
-step. Keeping it in `opt_state` means `jaxzoo.train.make_train_step`, sharding and orbax checkpoints carry
-it with no extra code; read it with `ema_params(state.opt_state)`.
+`RunConfig.model` picks what trains: an `STDiTConfig` (rectified flow, `tora.flow.make_loss_fn`), a
+`ToraConfig` (the two-stage Tora loss with the extractor's BatchNorm statistics in `TrainState.extra`, and
+the frozen backbone of `ToraConfig.trainable`) or a `VAEConfig` (L1 + KL). The optimizer is
+`jaxzoo.make_optimizer` with Open-Sora 1.2's settings (`tora.config.OPENSORA_OPTIMIZER`: AdamW lr 1e-4,
+eps 1e-15, no weight decay, clip 1.0, warm-up then constant, EMA 0.99 of the updated weights kept in the
+optimizer state; read it with `jaxzoo.ema_params(state.opt_state)`).
+
+::
+
+    run = tora.RunConfig.tiny()
+    state, history = tora.train(run, batch_fn, workdir="runs/a")   # batch_fn(step) -> batch
+    again = jaxzoo.rebuild("runs/a")                                 # config + model + state from the folder
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import pathlib
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
 
-from jaxzoo.train import TrainState, make_train_step
-from tora.config import FlowConfig, TrainConfig
+import jaxzoo
+from tora.config import RunConfig, STDiTConfig, ToraConfig, VAEConfig
 from tora.flow import make_loss_fn
+from tora.motion import TrajectoryExtractor
+from tora.stdit import STDiT
+from tora.tora_model import Tora, freeze, make_tora_loss_fn
 from tora.vae import VAE3D, make_vae_loss_fn
 
-
-class EmaState(NamedTuple):
-    ema: Any  # EMA of the parameters, same tree as the params
+__all__ = ["build_model", "init_state", "make_optimizer", "make_train_step", "recipe", "sample_inputs", "train"]
 
 
-def ema_weights(decay: float) -> optax.GradientTransformation:
-    """Pass updates through unchanged; track ema <- decay * ema + (1 - decay) * (params + updates)."""
-
-    def init(params):
-        return EmaState(ema=jax.tree.map(lambda p: p.copy(), params))
-
-    def update(updates, state, params=None):
-        if params is None:
-            raise ValueError("ema_weights needs the params: call tx.update(grads, opt_state, params).")
-        new = jax.tree.map(lambda e, p, u: decay * e + (1 - decay) * (p + u), state.ema, params, updates)
-        return updates, EmaState(ema=new)
-
-    return optax.GradientTransformation(init, update)
+def build_model(config: STDiTConfig | ToraConfig | VAEConfig) -> nn.Module:
+    """The Linen module of a model config: `STDiT`, `Tora` or `VAE3D`."""
+    if isinstance(config, ToraConfig):
+        return Tora(config=config)
+    if isinstance(config, STDiTConfig):
+        return STDiT(config=config)
+    if isinstance(config, VAEConfig):
+        return VAE3D(config=config)
+    raise ValueError(f"no tora model for a {type(config).__name__}; expected STDiTConfig, ToraConfig or VAEConfig.")
 
 
-def make_optimizer(cfg: TrainConfig = TrainConfig()) -> optax.GradientTransformation:
-    """clip_by_global_norm -> AdamW with linear warm-up -> EMA tracker."""
-    lr = (
-        optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps)
-        if cfg.warmup_steps
-        else cfg.learning_rate
-    )
-    return optax.chain(
-        optax.clip_by_global_norm(cfg.grad_clip),
-        optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.adam_eps, weight_decay=cfg.weight_decay),
-        ema_weights(cfg.ema_decay),
-    )
+def sample_inputs(config: STDiTConfig | ToraConfig | VAEConfig) -> tuple:
+    """The smallest inputs that initialise the model (parameter shapes do not depend on input sizes):
+    one frame of one patch, a one-token caption, and for Tora the flow RGB covering that patch."""
+    if isinstance(config, VAEConfig):
+        f = config.spatial_factor
+        return (jnp.zeros((1, config.temporal_factor, f, f, config.in_channels)),)
+    s = config.stdit if isinstance(config, ToraConfig) else config
+    _, ph, pw = s.patch_size
+    x = jnp.zeros((1, 1, ph, pw, s.in_channels))
+    t, y = jnp.zeros((1,)), jnp.zeros((1, 1, s.caption_channels))
+    if isinstance(config, STDiTConfig):
+        return x, t, y
+    sf = config.extractor.spatial_factor
+    return x, t, y, jnp.zeros((1, 1, sf, sf, 3))
 
 
-def ema_params(opt_state) -> Any:
-    """The EMA weights stored in an optimizer state built by `make_optimizer`."""
-    for s in jax.tree.leaves(opt_state, is_leaf=lambda s: isinstance(s, EmaState)):
-        if isinstance(s, EmaState):
-            return s.ema
-    raise ValueError("this optimizer state holds no EMA; build the optimizer with tora.train.make_optimizer.")
+def _extra(config) -> Callable[[jax.Array], Any] | None:
+    """Tora: rng -> {"batch_stats": the extractor's BatchNorm statistics}; other models: None."""
+    if not isinstance(config, ToraConfig):
+        return None
+    flow_rgb = sample_inputs(config)[-1]
+
+    def init(rng):
+        stats = TrajectoryExtractor(config.extractor).init(rng, flow_rgb)["batch_stats"]
+        return {"batch_stats": {"extractor": stats}}
+
+    return init
 
 
-def create_state(params, cfg: TrainConfig = TrainConfig()) -> tuple[TrainState, optax.GradientTransformation]:
-    """(TrainState at step 0, its optimizer). Params may be sharded: jit keeps their shardings."""
-    tx = make_optimizer(cfg)
-    state = jax.jit(lambda p: TrainState.create(p, tx))(params)
-    return state, tx
+def make_optimizer(run: RunConfig) -> optax.GradientTransformation:
+    """`jaxzoo.make_optimizer(run.optimizer, run.steps)`; for Tora with the frozen parameters of
+    `run.model.trainable` zeroed on both sides (`tora.freeze`)."""
+    if isinstance(run.model, ToraConfig):  # even "all" keeps the motion VAE frozen
+        frozen = freeze(run.model.trainable)
+        return jaxzoo.make_optimizer(run.optimizer, run.steps, before=(frozen,), after=(frozen,))
+    return jaxzoo.make_optimizer(run.optimizer, run.steps)
 
 
-def make_stdit_step(
-    model: nn.Module, tx: optax.GradientTransformation, flow_cfg: FlowConfig = FlowConfig(), **step_kwargs
-):
-    """Jitted `step(state, batch, rng) -> (state, metrics)` of the rectified-flow loss (see `tora.flow`).
-    step_kwargs go to `jaxzoo.train.make_train_step` (mesh, state_sharding, batch_sharding, donate)."""
-    return make_train_step(make_loss_fn(model, flow_cfg), tx, **step_kwargs)
+def recipe(run: RunConfig) -> jaxzoo.Recipe:
+    """What `jaxzoo.rebuild` needs: model, init function, optimizer, rules and extra collections."""
+    model = build_model(run.model)
+    init_fn = jaxzoo.module_init(model, *sample_inputs(run.model))
+    return jaxzoo.Recipe(model, init_fn, make_optimizer(run), rules=run.rules, extra=_extra(run.model))
 
 
-def make_vae_step(vae: VAE3D, tx: optax.GradientTransformation, **step_kwargs):
-    """Jitted `step(state, batch, rng) -> (state, metrics)` of the VAE loss (L1 + kl_weight * KL)."""
-    return make_train_step(make_vae_loss_fn(vae), tx, **step_kwargs)
+def init_state(
+    run: RunConfig,
+    rng: jax.Array | None = None,
+    *,
+    mesh: Mesh | None = None,
+    workdir: str | pathlib.Path | None = None,
+    zero1: bool = False,
+    params: Any = None,
+) -> jaxzoo.StatePlan:
+    """The training state of `run`, planned by `jaxzoo.plan_state`: parameters sharded by their logical
+    names (`run.rules`), optimizer leaves like their parameters, restored from `workdir` if it holds a
+    checkpoint. `params`: start from these weights (e.g. `tora.load_base_params` for Tora); rng defaults
+    to `jax.random.key(run.seed)`."""
+    r = recipe(run)
+    rng = jax.random.key(run.seed) if rng is None else rng
+    return jaxzoo.plan_state(r.init_fn, r.tx, rng, mesh=mesh, rules=r.rules, params=params, extra=r.extra,
+                             workdir=workdir, config=run, zero1=zero1)
+
+
+def loss_fn(run: RunConfig, model: nn.Module | None = None) -> Callable:
+    """The run's loss for `jaxzoo.make_train_step` (Tora's takes and returns `extra`)."""
+    model = build_model(run.model) if model is None else model
+    if isinstance(run.model, ToraConfig):
+        return make_tora_loss_fn(model, run.flow, stage=run.stage)
+    if isinstance(run.model, VAEConfig):
+        return make_vae_loss_fn(model)
+    return make_loss_fn(model, run.flow)
+
+
+def make_train_step(run: RunConfig, *, mesh: Mesh | None = None, state_sharding: Any = None,
+                    donate: bool = True) -> Callable:
+    """Jitted `step(state, batch, rng) -> (state, metrics)` of the run (see `jaxzoo.make_train_step`).
+
+    batch: STDiT {"x", "y", optional "y_mask", "x_mask", "fps"}; Tora {"x", "y", "flow", optional "y_mask",
+    "stage" when run.stage is None}; VAE {"x"}."""
+    return jaxzoo.make_train_step(loss_fn(run), make_optimizer(run), mesh=mesh, state_sharding=state_sharding,
+                                  has_extra=isinstance(run.model, ToraConfig), donate=donate)
+
+
+def train(
+    run: RunConfig,
+    data: Callable[[int], Any] | Iterable[Any],
+    *,
+    mesh: Mesh | None = None,
+    workdir: str | pathlib.Path | None = None,
+    params: Any = None,
+    zero1: bool = False,
+    num_steps: int | None = None,
+    rng: jax.Array | None = None,
+    log_every: int = 10,
+    checkpoint_every: int = 0,
+    progress: bool = True,
+    desc: str = "train",
+) -> tuple[jaxzoo.TrainState, list[dict]]:
+    """Train `run.steps` steps on `data` (`step -> batch`, or an iterable) in one call: plan (or restore)
+    the state, build the step, `jaxzoo.fit` with `config=run` (so `jaxzoo.rebuild(workdir)` works).
+    Returns (state, history); batches are placed over the mesh's "data" axis when a mesh is given.
+    num_steps: stop at this step instead of `run.steps` (a later call with the same workdir resumes);
+    rng: the key of the training noise (default `fold_in(key(run.seed), 1)`)."""
+    plan = init_state(run, mesh=mesh, workdir=workdir, zero1=zero1, params=params)
+    step = make_train_step(run, mesh=mesh, state_sharding=plan.shardings)
+    batches = data
+    if mesh is not None:
+        get = data if callable(data) else None
+        batches = (lambda s: jaxzoo.shard_batch(get(s), mesh)) if get is not None else (
+            jaxzoo.shard_batch(b, mesh) for b in data)
+    rng = jax.random.fold_in(jax.random.key(run.seed), 1) if rng is None else rng
+    num_steps = run.steps if num_steps is None else num_steps
+    return jaxzoo.fit(plan.state, step, batches, num_steps=num_steps, rng=rng, workdir=workdir, config=run,
+                      log_every=log_every, checkpoint_every=checkpoint_every, progress=progress, desc=desc)

@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+import jaxzoo
 from tora.config import VAEConfig
 
 
@@ -30,7 +31,7 @@ def _torch_conv_init(key, shape, dtype=jnp.float32):
 
 
 def _dtype(cfg: VAEConfig):
-    return jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
+    return cfg.precision.compute
 
 
 def kl_divergence(mean: jax.Array, logvar: jax.Array) -> jax.Array:
@@ -61,7 +62,7 @@ class CausalConv3d(nn.Module):
         cin = x.shape[-1]
         kernel = self.param(
             "kernel",
-            nn.with_logical_partitioning(_torch_conv_init, (None, None, None, "conv_in", "conv_out")),
+            nn.with_logical_partitioning(_torch_conv_init, ("kernel", None, None, "conv_in", "conv_out")),
             (kt, kh, kw, cin, self.features),
         )
         bias = self.param(
@@ -80,19 +81,13 @@ class CausalConv3d(nn.Module):
         return y + bias.astype(self.dtype)
 
 
-class FrameGroupNorm(nn.Module):
-    """GroupNorm with statistics per frame (so it stays causal): x [B, T, H, W, C]."""
-
-    num_groups: int
-
-    @nn.compact
-    def __call__(self, x):
-        b, t, h, w, c = x.shape
-        g = min(self.num_groups, c)
-        while c % g:
-            g -= 1
-        y = nn.GroupNorm(num_groups=g, epsilon=1e-6, name="norm")(x.reshape(b * t, h, w, c))
-        return y.reshape(b, t, h, w, c)
+def frame_group_norm(num_groups: int, channels: int, name: str | None = None) -> jaxzoo.GroupNorm:
+    """GroupNorm of x [B, T, H, W, C] with statistics per frame (over H, W and the group's channels, so
+    it stays causal); the group count is clipped to the largest divisor of C that is <= `num_groups`."""
+    g = min(num_groups, channels)
+    while channels % g:
+        g -= 1
+    return jaxzoo.GroupNorm(num_groups=g, eps=1e-6, reduce_axes=(2, 3), name=name)
 
 
 class ResBlock(nn.Module):
@@ -105,10 +100,10 @@ class ResBlock(nn.Module):
     @nn.compact
     def __call__(self, x):
         h = CausalConv3d(self.features, dtype=self.dtype, name="conv1")(
-            nn.silu(FrameGroupNorm(self.num_groups)(x))
+            nn.silu(frame_group_norm(self.num_groups, x.shape[-1], name="norm1")(x))
         )
         h = CausalConv3d(self.features, dtype=self.dtype, name="conv2")(
-            nn.silu(FrameGroupNorm(self.num_groups)(h))
+            nn.silu(frame_group_norm(self.num_groups, h.shape[-1], name="norm2")(h))
         )
         if x.shape[-1] != self.features:
             x = CausalConv3d(self.features, (1, 1, 1), dtype=self.dtype, name="skip")(x)
@@ -118,11 +113,11 @@ class ResBlock(nn.Module):
 class Encoder(nn.Module):
     """x [B, T, H, W, C] (T a multiple of the temporal factor) -> (mean, logvar) [B, T', H', W', Cz]."""
 
-    cfg: VAEConfig
+    config: VAEConfig
 
     @nn.compact
     def __call__(self, x):
-        cfg, dtype = self.cfg, _dtype(self.cfg)
+        cfg, dtype = self.config, _dtype(self.config)
         h = CausalConv3d(cfg.filters, dtype=dtype, name="conv_in")(x.astype(dtype))
         for i, mult in enumerate(cfg.channel_multipliers):
             width = cfg.filters * mult
@@ -134,7 +129,7 @@ class Encoder(nn.Module):
                 h = CausalConv3d(width, strides=(st, ss, ss), dtype=dtype, name=f"down_{i}")(h)
         width = cfg.filters * cfg.channel_multipliers[-1]
         h = ResBlock(width, cfg.num_groups, dtype, name="mid_res")(h)
-        h = nn.silu(FrameGroupNorm(cfg.num_groups, name="norm_out")(h))
+        h = nn.silu(frame_group_norm(cfg.num_groups, h.shape[-1], name="norm_out")(h))
         h = CausalConv3d(2 * cfg.latent_channels, dtype=dtype, name="conv_out")(h).astype(jnp.float32)
         mean, logvar = jnp.split(h, 2, axis=-1)
         return mean, jnp.clip(logvar, -30.0, 20.0)
@@ -143,11 +138,11 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """z [B, T', H', W', Cz] -> x [B, T' ft, H' fs, W' fs, C]; upsampling by conv + depth-to-space."""
 
-    cfg: VAEConfig
+    config: VAEConfig
 
     @nn.compact
     def __call__(self, z):
-        cfg, dtype = self.cfg, _dtype(self.cfg)
+        cfg, dtype = self.config, _dtype(self.config)
         width = cfg.filters * cfg.channel_multipliers[-1]
         h = CausalConv3d(width, dtype=dtype, name="conv_in")(z.astype(dtype))
         h = ResBlock(width, cfg.num_groups, dtype, name="mid_res")(h)
@@ -160,7 +155,7 @@ class Decoder(nn.Module):
                 h = depth_to_space(h, st, ss)
             for j in range(cfg.num_res_blocks):
                 h = ResBlock(width, cfg.num_groups, dtype, name=f"up_{i}_res_{j}")(h)
-        h = nn.silu(FrameGroupNorm(cfg.num_groups, name="norm_out")(h))
+        h = nn.silu(frame_group_norm(cfg.num_groups, h.shape[-1], name="norm_out")(h))
         return CausalConv3d(cfg.in_channels, dtype=dtype, name="conv_out")(h).astype(jnp.float32)
 
 
@@ -181,19 +176,19 @@ def _check_video(cfg: VAEConfig, x) -> None:
 class VAE3D(nn.Module):
     """Causal 3D VAE. `apply(v, x, rng)` -> (reconstruction, mean, logvar); methods `encode`, `decode`."""
 
-    cfg: VAEConfig
+    config: VAEConfig
 
     def setup(self):
-        self.encoder = Encoder(self.cfg)
-        self.decoder = Decoder(self.cfg)
+        self.encoder = Encoder(self.config)
+        self.decoder = Decoder(self.config)
 
     def front_pad(self, t: int) -> int:
         """Frames of zero padding put in front of a T-frame clip (to a multiple of the temporal factor)."""
-        return -t % self.cfg.temporal_factor
+        return -t % self.config.temporal_factor
 
     def encode(self, x):
         """x [B, T, H, W, C] -> (mean, logvar) [B, ceil(T / ft), H / fs, W / fs, latent_channels]."""
-        _check_video(self.cfg, x)
+        _check_video(self.config, x)
         p = self.front_pad(x.shape[1])
         x = jnp.pad(x, ((0, 0), (p, 0), (0, 0), (0, 0), (0, 0)))
         return self.encoder(x)
@@ -222,6 +217,6 @@ def make_vae_loss_fn(vae: VAE3D) -> Callable:
         rec = jnp.abs(recon - x).reshape(x.shape[0], -1).sum(-1).mean()
         kl = kl_divergence(mean, logvar).mean()
         mse = jnp.square(recon - x).mean()
-        return rec + vae.cfg.kl_weight * kl, {"l1_sum": rec, "kl": kl, "mse": mse}
+        return rec + vae.config.kl_weight * kl, {"l1_sum": rec, "kl": kl, "mse": mse}
 
     return loss_fn

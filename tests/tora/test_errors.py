@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+import jaxzoo
 from tora import ops
 from tora.config import FlowConfig, STDiTConfig, VAEConfig
 from tora.flow import latent_shift_ratio
@@ -56,7 +57,8 @@ def test_frame_mask_needs_temporal_patch_one():
         ({"hidden_size": 30, "num_heads": 4}, "hidden_size must be a multiple of num_heads"),
         ({"hidden_size": 36, "num_heads": 4}, "RoPE needs an even head_dim"),
         ({"patch_size": (1, 2)}, "patch_size must be three positive ints"),
-        ({"dtype": "float16"}, "dtype must be 'float32' or 'bfloat16'"),
+        ({"precision": jaxzoo.Precision(compute_dtype="float16")}, "compute_dtype must be 'float32' or 'bfloat16'"),
+        ({"precision": jaxzoo.Precision(param_dtype="bfloat16")}, "keeps its parameters in float32"),
         ({"motion_fuser": "film"}, "motion_fuser must be one of"),
         ({"motion_fuser": "adanorm", "motion_channels": 0}, "needs motion_channels >= 1"),
         ({"motion_position": "both"}, "motion_position must be 'temporal' or 'spatial'"),

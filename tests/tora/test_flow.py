@@ -17,7 +17,7 @@ from tora.flow import latent_shift_ratio, make_loss_fn, sample_t, training_input
 class ZeroModel(nn.Module):
     """Predicts v = 0 (plus a dummy parameter): the loss is then the masked mean of (x0 - noise)^2."""
 
-    cfg: Any = None
+    config: Any = None
 
     @nn.compact
     def __call__(self, x, t, y, y_mask=None, fps=None, x_mask=None, motion=None, y_drop=None):

@@ -6,12 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxzoo import group_norm  # Tora's GroupNorm (statistics over H, W and the group) is jaxzoo's
 from tora.config import STDiTConfig
 from tora.motion import (
     MotionGuidanceFuser,
     TrajectoryExtractor,
     TrajectoryExtractorConfig,
-    group_norm,
     pixel_unshuffle,
     temporal_conv_replicate,
 )

@@ -9,17 +9,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tora.config import FlowConfig, STDiTConfig, TrainConfig
+from tora.config import OPENSORA_OPTIMIZER, FlowConfig, RunConfig, STDiTConfig
 from tora.sample import euler_timesteps, make_sampler
 from tora.stdit import STDiT
-from tora.train import create_state, make_stdit_step
+from tora.train import init_state, make_train_step
 
 
 class Oracle(nn.Module):
     """The exact rectified-flow velocity towards a point mass: v(x, t) = (x* - x) / t, with x* = `cond`
     for captioned rows and `uncond` for rows using the null caption."""
 
-    cfg: Any
+    config: Any
 
     @nn.compact
     def __call__(self, x, t, y, y_mask=None, fps=None, x_mask=None, motion=None, y_drop=None):
@@ -93,8 +93,10 @@ def test_trained_tiny_stdit_samples_towards_its_training_clip():
     batch = {"x": jnp.repeat(x_star, 8, 0), "y": jnp.repeat(y, 8, 0)}
     params = nn.meta.unbox(jax.jit(model.init)(jax.random.key(2), batch["x"][:1], jnp.zeros(1), y))["params"]
     flow = FlowConfig(use_timestep_transform=False, num_sampling_steps=10, guidance_scale=1.0)
-    state, tx = create_state(params, TrainConfig(learning_rate=3e-3, warmup_steps=0))
-    step = make_stdit_step(model, tx, flow)
+    run = RunConfig(model=cfg, flow=flow, optimizer=OPENSORA_OPTIMIZER.replace(learning_rate=3e-3, warmup_steps=0),
+                    steps=150, batch_size=8)
+    state = init_state(run, params=jax.tree.map(jnp.copy, params)).state
+    step = make_train_step(run)
     losses = []
     for _ in range(150):
         state, m = step(state, batch, jax.random.key(3))

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxzoo.sharding import extend_rules, init_sharded, make_mesh, rules_for_mesh, shard_batch
+import jaxzoo
+from jaxzoo.sharding import init_sharded, make_mesh, rules_for_mesh, shard_batch
 from tora.config import STDiTConfig
 from tora.stdit import SpatialBlock, STDiT, TemporalBlock
 
@@ -65,8 +66,8 @@ def np_block(p, x, y, y_mask, t_mlp, t0_mlp, x_mask, temporal, n_heads):
         q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]  # [T*S, N, D]
         for n in range(t_ * s_):
             for h in range(n_heads):
-                q[n, h] = np_rms(q[n, h], a["q_norm"]["weight"])
-                k[n, h] = np_rms(k[n, h], a["k_norm"]["weight"])
+                q[n, h] = np_rms(q[n, h], a["q_norm"]["scale"])
+                k[n, h] = np_rms(k[n, h], a["k_norm"]["scale"])
                 if temporal:
                     q[n, h], k[n, h] = np_rope(q[n, h], n // s_), np_rope(k[n, h], n // s_)
         att = np.zeros((t_ * s_, n_heads, d))
@@ -263,13 +264,15 @@ def test_scan_and_remat_match_the_python_loop():
 
 
 def test_sharded_forward_equals_single_device(model):
-    """Batch over "data", heads and MLP over "model", spatial tokens over "seq": same numbers."""
+    """Batch over "data", heads and MLP over "model", spatial tokens ("length") too: same numbers."""
     _, variables, _, _ = model
     x, tt, y = inputs(b=4)
     want = jax.jit(STDiT(CFG).apply)(variables, x, tt, y)
-    sm = STDiT(STDiTConfig.tiny(depth=1, shard_sequence=True))
-    mesh = make_mesh({"data": 2, "model": 2, "seq": 2})
-    rules = extend_rules(("seq", "seq"))
+    scfg = STDiTConfig.tiny(depth=1, shard_sequence=True)
+    sm = STDiT(scfg)
+    mesh = make_mesh({"data": 4, "model": 2})
+    rules = scfg.rules
+    assert ("length", "model") in rules
     params, shardings = init_sharded(sm, jax.random.key(0), x, tt, y, mesh=mesh, rules=rules)
     assert shardings["params"]["spatial_blocks_0"]["attn"]["qkv"]["kernel"].spec[2] == "model"
     jax.tree.map(np.testing.assert_array_equal, params, nn.meta.unbox(variables))  # same init, sharded
@@ -305,7 +308,7 @@ def test_bfloat16_compute_is_close_to_float32(model):
     _, variables, _, _ = model
     x, tt, y = inputs()
     want = jax.jit(STDiT(CFG).apply)(variables, x, tt, y)
-    got = jax.jit(STDiT(STDiTConfig.tiny(depth=1, dtype="bfloat16")).apply)(variables, x, tt, y)
+    got = jax.jit(STDiT(STDiTConfig.tiny(depth=1, precision=jaxzoo.Precision.bf16())).apply)(variables, x, tt, y)
     assert got.dtype == jnp.float32
     # bf16 has an 8-bit mantissa (relative error ~4e-3 per op); a few such errors through one block pair.
     np.testing.assert_allclose(got, want, atol=0.1, rtol=0.05)

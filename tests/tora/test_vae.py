@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tora.config import TrainConfig, VAEConfig
-from tora.train import create_state, make_vae_step
+from tora.config import OPENSORA_OPTIMIZER, RunConfig, VAEConfig
+from tora.train import init_state, make_train_step
 from tora.vae import VAE3D, CausalConv3d, depth_to_space, kl_divergence
 
 RNG = np.random.default_rng(2)
@@ -95,11 +95,9 @@ def test_encoder_is_causal(vae):
 def test_vae_train_step_reduces_the_loss(vae):
     m, v, _ = vae
     x = jnp.asarray(RNG.uniform(-1, 1, size=(2, 4, 8, 8, 3)), jnp.float32)
-    state, tx = create_state(
-        jax.tree.map(lambda a: a, __import__("flax").linen.meta.unbox(v)["params"]),
-        TrainConfig(learning_rate=3e-3, warmup_steps=0),
-    )
-    step = make_vae_step(m, tx)
+    run = RunConfig(model=CFG, optimizer=OPENSORA_OPTIMIZER.replace(learning_rate=3e-3, warmup_steps=0), steps=30)
+    state = init_state(run, params=__import__("flax").linen.meta.unbox(v)["params"]).state
+    step = make_train_step(run)
     first = None
     for _ in range(30):
         state, metrics = step(state, {"x": x}, jax.random.key(0))
