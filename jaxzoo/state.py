@@ -85,6 +85,36 @@ def _with_data_axis(sharding: NamedSharding, shape: tuple[int, ...], axis: str) 
     return sharding
 
 
+def _key(entry: Any) -> tuple:
+    for attr in ("key", "name", "idx"):
+        if hasattr(entry, attr):
+            return (attr, getattr(entry, attr))
+    return ("?", str(entry))
+
+
+def _mirror_shardings(opt_abstract: Any, params: Any, param_shardings: Any, default: NamedSharding) -> Any:
+    """Each optimizer leaf whose key path ends with a parameter's key path and has its shape takes that
+    parameter's sharding; every other leaf (counts, scalars) gets ``default``.
+
+    Matching by path suffix works for any optax state layout: plain chains, ``optax.masked`` and
+    ``optax.multi_transform`` (whose inner states hold ``MaskedNode`` where a parameter is left out), EMA
+    copies, and package transforms, without asking each transform how it maps its state.
+    """
+    flat_p = jax.tree_util.tree_flatten_with_path(params)[0]
+    flat_s = jax.tree.leaves(param_shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
+    index = {tuple(_key(k) for k in path): (tuple(leaf.shape), sh) for (path, leaf), sh in zip(flat_p, flat_s)}
+
+    def pick(path, leaf):
+        keys = tuple(_key(k) for k in path)
+        for start in range(len(keys)):
+            hit = index.get(keys[start:])
+            if hit is not None and hit[0] == tuple(getattr(leaf, "shape", ())):
+                return hit[1]
+        return default
+
+    return jax.tree_util.tree_map_with_path(pick, opt_abstract)
+
+
 def state_shardings(
     abstract_params: Any,
     tx: optax.GradientTransformation,
@@ -109,15 +139,7 @@ def state_shardings(
     opt_params_sh = param_sh
     if zero1:
         opt_params_sh = jax.tree.map(lambda s, p: _with_data_axis(s, p.shape, data_axis), param_sh, params)
-
-    def mirror(abstract_leaf, sharding):
-        # tree_map_params also visits leaves of param-shaped subtrees that are not arrays (None masks)
-        return sharding if hasattr(abstract_leaf, "shape") else rep
-
-    opt_sh = optax.tree_map_params(
-        tx, mirror, opt_abstract, opt_params_sh, transform_non_params=lambda _: rep,
-        is_leaf=lambda x: x is None,
-    )
+    opt_sh = _mirror_shardings(opt_abstract, params, opt_params_sh, rep)
     if extra is None:
         extra_sh = {}
     elif any(isinstance(x, nn.LogicallyPartitioned) for x in

@@ -126,28 +126,21 @@ def trainable_mask(params: Any, trainable: str = "motion") -> Any:
     return jax.tree_util.tree_map_with_path(rule, params)
 
 
-def freeze(trainable: str = "motion") -> optax.GradientTransformation:
-    """Zero the entries of the frozen parameters (`trainable_mask` False) in whatever it is given.
+def freeze(tx: optax.GradientTransformation, trainable: str = "motion") -> optax.GradientTransformation:
+    """``tx`` on the trainable parameters (``trainable_mask``), zero updates and no state for the frozen ones.
 
-    Stateless, so it fits anywhere in an optax chain and `jaxzoo.plan_state` shards the chain as usual.
-    `tora.make_optimizer` puts it on both sides of jaxzoo's optimizer (`before=` and `after=`): frozen
-    gradients are zeroed before the global-norm clip (which then measures the trainable ones only, as a
-    clip on the trainable subtree would) and frozen updates after AdamW (no weight decay on them either).
-    Adam's moments of a frozen parameter stay exactly zero, so its update is exactly zero.
+    An ``optax.multi_transform``: the frozen backbone holds no Adam moments and no EMA copy (at XL that is
+    three copies of 1.1B parameters saved), the global-norm clip inside ``tx`` measures the trainable
+    gradients only, and weight decay touches only trainable weights. ``jaxzoo.plan_state`` shards the
+    moments of the trainable parameters like their parameters.
     """
     if trainable not in TRAINABLE:
         raise ValueError(f"trainable must be one of {TRAINABLE}; got {trainable!r}.")
 
-    def init(params):
-        del params
-        return optax.EmptyState()
+    def labels(params):
+        return jax.tree.map(lambda keep: "train" if keep else "frozen", trainable_mask(params, trainable))
 
-    def update(updates, state, params=None):
-        del params
-        keep = trainable_mask(updates, trainable)
-        return jax.tree.map(lambda u, k: u if k else jnp.zeros_like(u), updates, keep), state
-
-    return optax.GradientTransformation(init, update)
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
 
 def motion_condition(

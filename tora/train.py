@@ -79,11 +79,11 @@ def _extra(config) -> Callable[[jax.Array], Any] | None:
 
 def make_optimizer(run: RunConfig) -> optax.GradientTransformation:
     """`jaxzoo.make_optimizer(run.optimizer, run.steps)`; for Tora with the frozen parameters of
-    `run.model.trainable` zeroed on both sides (`tora.freeze`)."""
+    `run.model.trainable` given zero updates and no optimizer state (`tora.freeze`)."""
+    tx = jaxzoo.make_optimizer(run.optimizer, run.steps)
     if isinstance(run.model, ToraConfig):  # even "all" keeps the motion VAE frozen
-        frozen = freeze(run.model.trainable)
-        return jaxzoo.make_optimizer(run.optimizer, run.steps, before=(frozen,), after=(frozen,))
-    return jaxzoo.make_optimizer(run.optimizer, run.steps)
+        return freeze(tx, run.model.trainable)
+    return tx
 
 
 def recipe(run: RunConfig) -> jaxzoo.Recipe:

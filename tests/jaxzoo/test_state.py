@@ -219,3 +219,20 @@ def test_reusing_a_donated_state_says_why():
     step(state, make_batch(0), jax.random.key(0))
     with pytest.raises(ValueError, match="donates its input state"):
         step(state, make_batch(1), jax.random.key(0))
+
+
+def test_masked_and_multi_transform_states_follow_their_parameters():
+    """Optimizer leaves are matched to parameters by key path and shape, so optax.masked and
+    optax.multi_transform states (MaskedNode where a parameter is left out) are planned too."""
+    mesh = jaxzoo.make_mesh({"data": 4, "model": 2})
+    recipe = RUN.recipe()
+    labels = lambda p: {"fc1": jax.tree.map(lambda _: "train", p["fc1"]), "fc2": jax.tree.map(lambda _: "off", p["fc2"])}
+    tx = optax.multi_transform({"train": optax.adam(1e-2), "off": optax.set_to_zero()}, labels)
+    p = jaxzoo.plan_state(recipe.init_fn, tx, jax.random.key(0), mesh=mesh)
+    mu = adam(p.state.opt_state).mu
+    assert mu["fc1"]["kernel"].sharding.spec == P(None, "model") and mu["fc1"]["bias"].sharding.spec == P("model")
+    assert isinstance(mu["fc2"]["kernel"], optax.MaskedNode)
+    assert p.memory()["opt_state"] == 2 * 4 * (8 * 8 + 8) + 4  # moments of fc1 only (hidden split in 2)
+    masked = optax.masked(optax.adam(1e-2), lambda q: jax.tree.map(lambda x: x.ndim == 2, q))
+    p = jaxzoo.plan_state(recipe.init_fn, masked, jax.random.key(0), mesh=mesh)
+    assert adam(p.state.opt_state).nu["fc2"]["kernel"].sharding.spec == P("model", None)

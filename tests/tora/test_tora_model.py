@@ -155,7 +155,7 @@ def test_trainable_mask_and_frozen_backbone():
     with pytest.raises(ValueError, match="trainable must be one of"):
         trainable_mask(v["params"], "fusers")
 
-    tx = optax.chain(freeze("motion"), optax.adam(1e-2), freeze("motion"))
+    tx = freeze(optax.adam(1e-2), "motion")
     state = jaxzoo.TrainState.create(v["params"], tx, extra={"batch_stats": v["batch_stats"]})
     step = jaxzoo.make_train_step(make_tora_loss_fn(model, FLOW, stage=2), tx, has_extra=True, donate=False)
     new, metrics = step(state, _batch(), jax.random.key(0))
@@ -176,7 +176,7 @@ def test_trainable_mask_and_frozen_backbone():
 def test_training_with_motion_decreases_loss():
     cfg = _small("adanorm")
     model, v = _init(cfg)
-    tx = optax.chain(freeze("motion"), optax.adam(3e-3), freeze("motion"))
+    tx = freeze(optax.adam(3e-3), "motion")
     state = jaxzoo.TrainState.create(v["params"], tx, extra={"batch_stats": v["batch_stats"]})
     loss_fn = make_tora_loss_fn(model, FlowConfig(use_timestep_transform=False, caption_dropout=0.0))
     step = jaxzoo.make_train_step(loss_fn, tx, has_extra=True)
@@ -267,7 +267,7 @@ def test_sharded_step_equals_single_device():
     x, t, y, rgb = _inputs(0, b=4)
     v = nn.meta.unbox(jax.jit(model.init)(jax.random.key(0), x, t, y, rgb))
     params = _trained_like(v["params"])
-    tx = optax.chain(freeze("motion"), optax.adam(1e-2), freeze("motion"))
+    tx = freeze(optax.adam(1e-2), "motion")
     loss_fn = make_tora_loss_fn(model, FLOW)
     batch = _batch(7, b=4, stage=2)
     rng = jax.random.key(3)

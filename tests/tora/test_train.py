@@ -47,12 +47,15 @@ def test_opensora_defaults_and_warmup():
     np.testing.assert_allclose([lr(0), lr(500), lr(1000), lr(19999)], [0.0, 5e-5, 1e-4, 1e-4], rtol=1e-6)
 
 
-def test_freeze_zeroes_frozen_gradients_before_the_clip():
+def test_freeze_zeroes_frozen_updates_clips_trainable_only_and_keeps_no_state_for_frozen():
     params = {"stdit": {"spatial_blocks_0": {"w": jnp.ones(2)}, "motion_fuser": {"w": jnp.ones(2)}},
               "extractor": {"w": jnp.ones(2), "motion_vae": {"w": jnp.ones(2)}}}
     grads = jax.tree.map(lambda p: 3.0 * p, params)
-    tx = optax.chain(freeze("motion"), optax.clip_by_global_norm(1.0), optax.sgd(1.0), freeze("motion"))
+    tx = freeze(optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(1.0)), "motion")
     u, _ = tx.update(grads, tx.init(params), params)
     assert not np.any(u["stdit"]["spatial_blocks_0"]["w"]) and not np.any(u["extractor"]["motion_vae"]["w"])
     # the clip saw the trainable gradients only: norm sqrt(4 * 9) = 6 -> scaled by 1/6
     np.testing.assert_allclose(u["extractor"]["w"], [-0.5, -0.5], rtol=1e-6)
+    # Adam's moments exist for the two trainable parameters only (2 x mu, nu of shape [2]), not the frozen two
+    moments = [x for x in jax.tree.leaves(freeze(optax.adam(1.0), "motion").init(params)) if np.ndim(x) == 1]
+    assert len(moments) == 4
