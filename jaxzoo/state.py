@@ -59,7 +59,7 @@ def module_init(module: nn.Module, *sample: Any, method: Any = None, collection:
 class StatePlan:
     """What ``plan_state`` returns: the state, its shardings, its abstract shape and where it came from."""
 
-    state: TrainState  # the state, initialised or restored, placed with ``shardings``
+    state: TrainState | None  # the state, initialised or restored, placed with ``shardings`` (None: abstract_only)
     shardings: Any  # TrainState of NamedSharding (None leaves without a mesh)
     abstract: Any  # TrainState of ShapeDtypeStruct (with shardings)
     restored_step: int | None  # the checkpoint step restored from, None when initialised
@@ -164,6 +164,7 @@ def plan_state(
     allow_config_change: bool = False,
     zero1: bool = False,
     require_checkpoint: bool = False,
+    abstract_only: bool = False,
 ) -> StatePlan:
     """Plan, then restore or initialise, a ``TrainState``.
 
@@ -182,6 +183,8 @@ def plan_state(
         ``allow_config_change`` (resuming with another config silently mixes two runs).
       zero1: shard mirrored optimizer leaves over the data axis too (ZeRO-1).
       require_checkpoint: raise ``FileNotFoundError`` when ``workdir`` holds no checkpoint.
+      abstract_only: plan without allocating anything (``state`` is None): shardings, shapes and
+        ``memory()`` of a model too large for this machine.
     """
     if not callable(init_fn):
         raise ValueError(f"plan_state needs an init function rng -> params; got {type(init_fn).__name__}")
@@ -216,6 +219,8 @@ def plan_state(
             abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                     abstract, shardings)
 
+        if abstract_only:
+            return StatePlan(state=None, shardings=shardings, abstract=abstract, restored_step=None)
         restored_step = None
         ckpt_dir = pathlib.Path(workdir) / CHECKPOINTS if workdir is not None else None
         if ckpt_dir is not None and ckpt_dir.is_dir():

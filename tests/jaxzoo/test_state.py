@@ -122,6 +122,8 @@ def test_zero1_memory_is_smaller_and_counted_per_device():
     assert full["params"] == 4 * (8 * 8 + 8 + 8 * 4 + 4)  # hidden split over model=2
     assert full["opt_state"] == 2 * full["params"] + 4 + 4  # mu, nu + two int32 counts
     assert z["opt_state"] < full["opt_state"]
+    abstract = plan(mesh, abstract_only=True)  # nothing allocated, same plan
+    assert abstract.state is None and abstract.memory() == full
 
 
 def test_pretrained_params_are_placed_and_checked():
