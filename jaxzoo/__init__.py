@@ -8,11 +8,15 @@
 - ``jaxzoo.precision``: ``Precision`` (mixed-precision policy) and ``parse_dtype``.
 - ``jaxzoo.nn``: the layer kit (DenseGeneral, attention, norms, RoPE, parameter counting).
 - ``jaxzoo.checkpoint``: orbax checkpoints with the config saved as JSON.
+- ``jaxzoo.data``: grain input pipelines over on-disk array shards, sharded by process, resumable.
+- ``jaxzoo.distributed``: ``initialize`` for multi-process runs (clusters, pods).
 - ``jaxzoo.script``: the harness of examples and benchmarks (flags, devices, timing, tables, results).
 """
 
+from jaxzoo import data
 from jaxzoo.checkpoint import Checkpointer
 from jaxzoo.config import Config, check_resume_config, load_config, save_config
+from jaxzoo.distributed import initialize
 from jaxzoo.io import output_dir, write_json
 from jaxzoo.nn import (
     DenseGeneral,
@@ -63,11 +67,13 @@ __all__ = [
     "bytes_per_device",
     "check_axis_names",
     "check_resume_config",
+    "data",
     "dot_product_attention",
     "ema_params",
     "extend_rules",
     "fit",
     "group_norm",
+    "initialize",
     "init_sharded",
     "layer_norm",
     "load_config",

@@ -203,24 +203,33 @@ def batch_sharding(mesh: Mesh, ndim: int, axis: str = "data") -> NamedSharding:
 def shard_batch(batch: Any, mesh: Mesh, axis: str = "data") -> Any:
     """Place every array of ``batch`` on ``mesh``, split along its leading (batch) dimension over ``axis``.
 
-    Scalars are replicated. Raises ``ValueError`` when a leading dimension is not divisible by the size of
-    ``axis`` (we never pad or drop examples silently).
+    In a multi-process run each process passes its own rows (``jaxzoo.data.make_loader`` gives each its
+    part) and gets the global array of all processes' rows, in process order
+    (``jax.make_array_from_process_local_data``). Scalars are replicated. Raises ``ValueError`` when the
+    global leading dimension is not divisible by the size of ``axis`` (we never pad or drop examples
+    silently), or when the processes' rows cannot split evenly.
     """
     size = mesh.shape[axis] if axis in mesh.shape else None
     if size is None:
         raise ValueError(
             f"mesh has axes {tuple(mesh.shape)}; there is no axis {axis!r} to shard the batch over"
         )
+    processes = jax.process_count()
 
     def place(path, x):
         x = np.asarray(x) if not isinstance(x, jax.Array) else x
         if x.ndim == 0:
             return jax.device_put(x, replicated(mesh))
-        if x.shape[0] % size:
+        rows = x.shape[0] * processes
+        if rows % size:
             raise ValueError(
-                f"batch entry {jax.tree_util.keystr(path) or 'array'} has leading dimension {x.shape[0]}, "
-                f"which is not divisible by the {size} devices of mesh axis {axis!r}"
+                f"batch entry {jax.tree_util.keystr(path) or 'array'} has leading dimension {rows}"
+                + (f" ({x.shape[0]} rows on each of {processes} processes)" if processes > 1 else "")
+                + f", which is not divisible by the {size} devices of mesh axis {axis!r}"
             )
-        return jax.device_put(x, batch_sharding(mesh, x.ndim, axis))
+        sharding = batch_sharding(mesh, x.ndim, axis)
+        if processes == 1:
+            return jax.device_put(x, sharding)
+        return jax.make_array_from_process_local_data(sharding, np.asarray(x), (rows, *x.shape[1:]))
 
     return jax.tree_util.tree_map_with_path(place, batch)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from jaxzoo.checkpoint import Checkpointer
 from jaxzoo.config import check_resume_config, save_config
-from jaxzoo.sharding import replicated
+from jaxzoo.sharding import replicated, shard_batch
 
 LossFn = Callable[..., tuple[jax.Array, Mapping[str, jax.Array]]]
 
@@ -146,13 +146,26 @@ def _explain_donation(fn: Callable) -> Callable:
     return step
 
 
-def _batches(batches: Callable[[int], Any] | Iterable[Any], start: int) -> Callable[[int], Any]:
-    """A ``step -> batch`` function from a callable (used as is) or an iterable (skipping ``start``)."""
+DATA_STATE = "data_state"
+
+
+def _data_state_path(workdir: pathlib.Path, step: int) -> pathlib.Path:
+    return workdir / DATA_STATE / f"step_{step:09d}.process_{jax.process_index()}.bin"
+
+
+def _batches(batches: Callable[[int], Any] | Iterable[Any], start: int,
+             saved_state: pathlib.Path | None = None) -> Callable[[int], Any]:
+    """A ``step -> batch`` function from a callable (used as is) or an iterable. An iterable resumed at
+    ``start`` is fast-forwarded: a grain iterator by its saved state when there is one, any other by
+    skipping ``start`` batches."""
     if callable(batches):
         return batches
     iterator = iter(batches)
-    for _ in itertools.islice(iterator, start):
-        pass
+    if start and saved_state is not None and saved_state.is_file() and hasattr(iterator, "set_state"):
+        iterator.set_state(saved_state.read_bytes())
+    else:
+        for _ in itertools.islice(iterator, start):
+            pass
 
     def next_batch(_step: int) -> Any:
         try:
@@ -163,6 +176,18 @@ def _batches(batches: Callable[[int], Any] | Iterable[Any], start: int) -> Calla
             ) from None
 
     return next_batch
+
+
+def _save_data_state(workdir: pathlib.Path, step: int, iterator: Any, keep: int) -> None:
+    """Write a grain iterator's state next to checkpoint ``step`` (one file per process), keep the last few."""
+    if iterator is None:
+        return
+    path = _data_state_path(workdir, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(iterator.get_state())
+    mine = sorted(path.parent.glob(f"step_*.process_{jax.process_index()}.bin"))
+    for old in mine[: max(len(mine) - keep, 0)]:
+        old.unlink()
 
 
 def _fetch(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -193,14 +218,17 @@ def fit(
     keep: int = 3,
     config: Any = None,
     allow_config_change: bool = False,
+    mesh: Mesh | None = None,
     log_every: int = 10,
     desc: str = "train",
     progress: bool = True,
 ) -> tuple[TrainState, list[dict]]:
     """Run ``step_fn`` until ``state.step == num_steps``; returns ``(state, history)``.
 
-    ``batches`` is ``batch_fn(step) -> batch`` (preferred: resuming then sees the same batches) or an
-    iterable. Metrics stay on the device and are fetched to the host every ``log_every`` steps and at the
+    ``batches`` is ``batch_fn(step) -> batch``, or an iterable; a grain iterator
+    (``iter(jaxzoo.data.make_loader(...))``) has its state saved with every checkpoint (``workdir/data_state``)
+    and restored on resume, so a resumed run sees exactly the batches an uninterrupted one would. With
+    ``mesh``, each batch goes through ``shard_batch`` (one process's rows, assembled into the global batch). Metrics stay on the device and are fetched to the host every ``log_every`` steps and at the
     last step (one sync per logged step, none in between); the progress bar moves every step. ``history``
     holds one record per logged step (and per eval step).
 
@@ -235,7 +263,12 @@ def fit(
         history = [r for r in read_metrics(metrics_path) if r["step"] <= start]
         if lead:
             metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
-    next_batch = _batches(batches, start)
+    iterator = batches if (not callable(batches) and hasattr(batches, "get_state")) else None
+    saved = _data_state_path(workdir, start) if workdir is not None else None
+    next_batch = _batches(batches, start, saved)
+    if mesh is not None:
+        raw_batch = next_batch
+        next_batch = lambda s: shard_batch(raw_batch(s), mesh)  # noqa: E731
     bar = tqdm(range(start, num_steps), desc=desc, disable=not (progress and lead), initial=start,
                total=num_steps)
     last_saved = start if ckpt is not None and ckpt.latest_step() == start else None
@@ -256,9 +289,11 @@ def fit(
                     f.write(json.dumps(record) + "\n")
         if ckpt is not None and checkpoint_every and done % checkpoint_every == 0:
             ckpt.save(done, state, config=config if lead else None)
+            _save_data_state(workdir, done, iterator, keep)
             last_saved = done
     if ckpt is not None:
         if last_saved != int(state.step):
             ckpt.save(int(state.step), state, config=config if lead else None)
+            _save_data_state(workdir, int(state.step), iterator, keep)
         ckpt.close()
     return state, history
