@@ -13,7 +13,7 @@
 - ``jaxzoo.script``: the harness of examples and benchmarks (flags, devices, timing, tables, results).
 """
 
-from jaxzoo import data
+from jaxzoo import data, flops
 from jaxzoo.checkpoint import Checkpointer
 from jaxzoo.config import Config, check_resume_config, load_config, save_config
 from jaxzoo.distributed import initialize
@@ -68,6 +68,7 @@ __all__ = [
     "check_axis_names",
     "check_resume_config",
     "data",
+    "flops",
     "dot_product_attention",
     "ema_params",
     "extend_rules",

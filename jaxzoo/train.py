@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import pathlib
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -220,6 +221,9 @@ def fit(
     allow_config_change: bool = False,
     mesh: Mesh | None = None,
     log_every: int = 10,
+    examples_per_step: int | None = None,
+    flops_per_step: float | None = None,
+    peak_flops: float | None = None,
     desc: str = "train",
     progress: bool = True,
 ) -> tuple[TrainState, list[dict]]:
@@ -238,6 +242,12 @@ def fit(
     step followed by the new steps, exactly as an uninterrupted run's. Resuming with a ``config`` other than
     the saved one raises ``ValueError`` unless ``allow_config_change``. In a multi-process run only process
     0 writes metrics and shows progress; every process writes its checkpoint shards.
+
+    Throughput: with ``examples_per_step`` (global examples, or tokens) each logged record gets
+    ``examples_per_s``; with ``flops_per_step`` (e.g. ``batch * pkg.flops_per_example(cfg)``) also
+    ``flops_per_s`` and, when the device's peak is known (``jaxzoo.flops.peak_flops()`` or
+    ``peak_flops``), ``mfu``. They are measured between logged steps (the fetch there waits for the
+    device), so the first logged interval includes compilation.
     """
     if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 0:
         raise ValueError(f"num_steps must be an int >= 0; got {num_steps!r}")
@@ -272,12 +282,27 @@ def fit(
     bar = tqdm(range(start, num_steps), desc=desc, disable=not (progress and lead), initial=start,
                total=num_steps)
     last_saved = start if ckpt is not None and ckpt.latest_step() == start else None
+    if flops_per_step is not None and peak_flops is None:
+        from jaxzoo.flops import peak_flops as device_peak
+
+        peak_flops = device_peak()
+    clock, clock_step = time.perf_counter(), start
     for s in bar:
         state, metrics = step_fn(state, next_batch(s), rng)
         done = s + 1
         record = None
         if done % log_every == 0 or done == num_steps:
             record = {"step": done, **_fetch(metrics)}
+            if examples_per_step or flops_per_step:
+                now = time.perf_counter()
+                rate = (done - clock_step) / max(now - clock, 1e-9)  # steps per second
+                clock, clock_step = now, done
+                if examples_per_step:
+                    record["examples_per_s"] = rate * examples_per_step
+                if flops_per_step:
+                    record["flops_per_s"] = rate * flops_per_step
+                    if peak_flops:
+                        record["mfu"] = rate * flops_per_step / peak_flops
             bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k != "step"}, refresh=False)
         if eval_fn is not None and eval_every and done % eval_every == 0:
             record = record or {"step": done}

@@ -238,3 +238,19 @@ def test_masked_and_multi_transform_states_follow_their_parameters():
     masked = optax.masked(optax.adam(1e-2), lambda q: jax.tree.map(lambda x: x.ndim == 2, q))
     p = jaxzoo.plan_state(recipe.init_fn, masked, jax.random.key(0), mesh=mesh)
     assert adam(p.state.opt_state).nu["fc2"]["kernel"].sharding.spec == P("model", None)
+
+
+def test_fit_reports_throughput_and_mfu():
+    tx = RUN.recipe().tx
+    step = jaxzoo.make_train_step(loss_fn, tx)
+    _, hist = jaxzoo.fit(plan().state, step, make_batch, num_steps=4, rng=jax.random.key(0), progress=False,
+                         log_every=2, examples_per_step=8, flops_per_step=1e6, peak_flops=1e9)
+    r = hist[-1]
+    assert r["examples_per_s"] > 0 and r["flops_per_s"] == pytest.approx(r["examples_per_s"] / 8 * 1e6)
+    assert r["mfu"] == pytest.approx(r["flops_per_s"] / 1e9)
+    assert jaxzoo.flops.peak_flops() is None  # a CPU has no listed peak
+
+
+def test_xla_flops_of_a_matmul():
+    a, b = jnp.ones((8, 16)), jnp.ones((16, 4))
+    assert jaxzoo.flops.xla_flops(jnp.matmul, a, b) == pytest.approx(2 * 8 * 16 * 4, rel=0.2)
