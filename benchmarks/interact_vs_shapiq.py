@@ -8,6 +8,10 @@ Two workloads, both in float64 so the values can be compared to 1e-6:
   `evaluate_subsets` + `harsanyi`; shapiq: ExactComputer on a game that masks and calls the same jitted
   model on its coalition matrix in one batch).
 
+- "<index> k=<order>": shapiq's indices k-SII, STII, FSII, FBII and Co-Moebius from the dividends (ours:
+  `interaction_index(harsanyi(v), index, order)`, O(order n 2^n); shapiq: `ExactComputer(game, n)(index,
+  order)`), on random games, for --index-ns (shapiq only up to --index-peer-max-n).
+
 Command:
 
     python benchmarks/interact_vs_shapiq.py [--ns 8 10 12 14] [--ours-ns 16 18 20] [--repeats 3]
@@ -51,7 +55,11 @@ def parse_args():
     p.add_argument("--pipeline-ns", type=int, nargs="+", default=[8, 10, 12])
     p.add_argument("--repeats", type=int, default=3, help="runs of shapiq (n <= 12)")
     p.add_argument("--ours-repeats", type=int, default=15, help="runs of ours (milliseconds each)")
-    smoke = {"ns": [4, 6], "ours_ns": [8], "pipeline_ns": [4], "repeats": 1, "ours_repeats": 2}
+    p.add_argument("--index-ns", type=int, nargs="+", default=[8, 12, 16, 20], help="n for the indices")
+    p.add_argument("--index-order", type=int, default=2, help="order k of the indices")
+    p.add_argument("--index-peer-max-n", type=int, default=10, help="largest n where shapiq runs the indices")
+    smoke = {"ns": [4, 6], "ours_ns": [8], "pipeline_ns": [4], "repeats": 1, "ours_repeats": 2,
+             "index_ns": [6], "index_peer_max_n": 6}  # fmt: skip
     return script.parse(p, smoke=smoke)
 
 
@@ -153,6 +161,32 @@ def main():
         peer_t = peer_time(peer, n, args.repeats)
         err = float(np.abs(np.asarray(ours_pipeline()) - out["v"]).max())
         rows.append(row("pipeline (2^n MLP calls + Moebius)", n, ours, peer_t, err))
+
+    for n in args.index_ns:
+        v = rng.normal(size=2**n)
+        m = interact.harsanyi(jnp.asarray(v))
+        for index in ("k-SII", "STII", "FSII", "FBII", "Co-Moebius"):
+            k = min(args.index_order, n)
+            ours = script.timeit(lambda m=m, index=index, k=k: interact.interaction_index(m, index, k),
+                                 repeats=args.ours_repeats)  # fmt: skip
+            name = f"{index} k={k}"
+            if not have_peer or n > args.index_peer_max_n:
+                rows.append(row(name, n, ours))
+                continue
+            mine = np.asarray(interact.interaction_index(m, index, k))
+            game = lambda coalitions, v=v: v[to_bits(coalitions)]
+            out = {}
+
+            def peer(game=game, n=n, index=index, k=k, out=out):
+                out["r"] = ExactComputer(game, n_players=n, evaluate_game=True)(index, k)
+
+            peer_t = peer_time(peer, n, args.repeats)
+            res = out["r"]
+            err = max(
+                abs(mine[sum(1 << i for i in c)] - res.values[pos])
+                for c, pos in res.interaction_lookup.items()
+            )
+            rows.append(row(name, n, ours, peer_t, float(err)))
 
     machine = script.machine()
     script.print_table(

@@ -11,26 +11,31 @@ measures
 - the mean order of the interactions (strength-weighted), whose minimum marks the end of phase 1;
 - the train/test Jaccard similarity of the mean interactions per class, for every order.
 
-Command (the CPU defaults take a few minutes on 2 cores; scale up with --steps, --samples-per-class,
---hidden, --players 9/10, and split the 2^n subsets over devices with --cpu-devices / --mesh):
+Command (the CPU defaults take about 8 minutes on 2 cores for the three seeds; --seeds 0 for one; scale up
+with --steps, --samples-per-class, --hidden, --players 9/10, and split the 2^n subsets over devices with
+--cpu-devices / --mesh):
 
     python examples/interact_two_phase.py
     python examples/interact_two_phase.py --players 10 --samples-per-class 10 --steps 8000
     python examples/interact_two_phase.py --smoke --out /tmp/two_phase    # every code path in seconds
 
-Outputs in outputs/interact_two_phase/ (or --out): results.json (per-checkpoint losses, accuracies,
-strengths per order, mean orders, Jaccard by order, and the summary), two_phase.png (strength per order
-across checkpoints, loss gap, mean order), jaccard.png (Jaccard vs order at several checkpoints),
-spindle.png (order distribution at initialisation vs the random-game spindle and the noisy-triggering
-theory), and run/ (the training work directory: config.json, metrics.jsonl, checkpoints;
-`jaxzoo.rebuild` reads it back).
+Outputs in outputs/interact_two_phase/ (or --out): results.json (per seed and checkpoint: losses,
+accuracies, strengths per order, mean orders, Jaccard by order; the summary with mean, std and values over
+seeds), two_phase.png (salient mean order and loss gap across seeds, strength per order of the first seed),
+jaccard.png (Jaccard vs order at several checkpoints), spindle.png (order distribution at initialisation
+vs the binomial and i.i.d.-values references, and the noisy-triggering theory), and run_seed<k>/ (the
+training work directories: config.json, metrics.jsonl, checkpoints; `jaxzoo.rebuild` reads them back).
 
-What to expect (numbers in results.json): the MLP overfits its small training split (train loss near zero,
-test loss rising); the mean order of all Harsanyi interactions starts as a spindle at initialisation, falls
-early (phase 1: low orders strengthen) and climbs back (phase 2); Jaccard(train, test) falls with the
-order, as in the paper. Where this shallow MLP differs from the paper: it is nearly additive on inputs in
-[0, 1], so the salient AND-OR interactions at initialisation are almost all first-order and phase 1 shows
-only in the unthresholded distribution.
+What to expect (numbers in results.json; default run: seeds 0, 1, 2, about 8 minutes on 2 busy cores): the
+MLP overfits its small training split (train accuracy 1, the test - train loss gap grows through training).
+The salient AND-OR interactions (tau = 0.05 max over the non-empty S) show the paper's two phases on every
+seed: at initialisation their mean order sits in the middle (a spindle), it falls within the first few tens
+of steps (phase 1: low orders strengthen), then rises steadily for the rest of training while the loss gap
+grows (phase 2), ending below its initial value. The unthresholded Harsanyi distribution moves the same
+way, much less. The old threshold, with the empty set inside max |I|, hides phase 1 (its salient order
+starts at 1: the baseline output set the threshold). At initialisation the order distribution is close to
+the binomial C(n, k) of independent interactions and far from C(n, k) 2^{k/2} of independent game values
+(total-variation distances in results.json, "init_fit"). Jaccard(train, test) falls with the order.
 """
 
 from __future__ import annotations
@@ -63,8 +68,15 @@ def parse_args():
     p.add_argument("--extract-steps", type=int, default=5000, help="AND-OR optimisation steps")
     p.add_argument("--extract-lr", type=float, default=1e-5, help="ICML'23 image setting")
     p.add_argument("--q-bound", type=float, default=0.04)
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        help="training seeds (data split, init, batches); the summary gives mean and spread",
+    )
     smoke = {"steps": 30, "checkpoints": 3, "train_size": 64, "batch_size": 16, "hidden": [32, 32],
-             "samples_per_class": 1, "extract_steps": 50}  # fmt: skip
+             "samples_per_class": 1, "extract_steps": 50, "seeds": [0]}  # fmt: skip
     return script.parse(p, smoke=smoke)
 
 
@@ -82,10 +94,15 @@ def image_players(n: int) -> list[list[int]]:
     return blocks[:n]
 
 
-def main():
-    args = parse_args()
-    run = script.setup(args)  # --cpu-devices, --mesh, --out
-    workdir = run.out / "run"
+def mean_order(strength: np.ndarray) -> float:
+    """Strength-weighted mean order of a per-order strength vector (orders 1..n)."""
+    k = np.arange(1, len(strength) + 1)
+    return float((k * strength).sum() / max(strength.sum(), 1e-12))
+
+
+def run_seed(args, run, seed: int) -> list[dict]:
+    """Train one MLP (seed: split, init, batches) and explain it at every checkpoint -> one record each."""
+    workdir = run.out / f"run_seed{seed}"
     if workdir.exists():
         shutil.rmtree(
             workdir
@@ -94,14 +111,14 @@ def main():
     digits = load_digits()
     x_all = (digits.data / 16.0).astype(np.float32)  # [1797, 64] in [0, 1]
     y_all = digits.target.astype(np.int32)
-    perm = np.random.default_rng(args.seed).permutation(len(x_all))
+    perm = np.random.default_rng(seed).permutation(len(x_all))
     tr, te = perm[: args.train_size], perm[args.train_size :]
     x_tr, y_tr, x_te, y_te = x_all[tr], y_all[tr], x_all[te], y_all[te]
 
     run_cfg = interact.RunConfig(
         model=interact.MLPConfig(num_features=64, hidden=tuple(args.hidden), num_classes=10),
         optimizer=interact.RunConfig().optimizer.replace(learning_rate=args.lr),
-        steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+        steps=args.steps, batch_size=args.batch_size, seed=seed,
     )  # fmt: skip
     model = interact.MLP(config=run_cfg.model)
 
@@ -111,7 +128,7 @@ def main():
 
     # Samples to explain: per class, the first few training and test images.
     players = image_players(args.players)
-    n = len(players)
+    len(players)
     pick_tr = np.concatenate([np.nonzero(y_tr == c)[0][: args.samples_per_class] for c in range(10)])
     pick_te = np.concatenate([np.nonzero(y_te == c)[0][: args.samples_per_class] for c in range(10)])
     xs = np.concatenate([x_tr[pick_tr], x_te[pick_te]])  # [2 * 10 * spc, 64]
@@ -123,174 +140,196 @@ def main():
         return interact.log_odds(model.apply({"params": p}, x_s), y)
 
     records = []
-    for s in tqdm(stops, desc="train, then explain, at each checkpoint"):
+    for s in tqdm(stops, desc=f"seed {seed}: train, then explain, at each checkpoint"):
         state, _ = interact.train(
             run_cfg, (x_tr, y_tr), mesh=run.mesh, workdir=workdir, stop_at=s, keep=len(stops) + 1,
             progress=False,
         )  # fmt: skip
         train_m = interact.evaluate(run_cfg, state.params, (x_tr, y_tr))
         test_m = interact.evaluate(run_cfg, state.params, (x_te, y_te))
-        v = jnp.stack(
-            [
-                interact.evaluate_subsets(
-                    v_fn,
-                    xs[i],
-                    baseline,
-                    players,
-                    batch_size=256,
-                    mesh=run.mesh,
-                    fn_args=(state.params, ys[i]),
-                )  # fmt: skip
-                for i in range(len(xs))
-            ]
-        )  # [samples, 2^n]
+        v = jnp.stack([
+            interact.evaluate_subsets(v_fn, xs[i], baseline, players, batch_size=256, mesh=run.mesh,
+                                      fn_args=(state.params, ys[i]))
+            for i in range(len(xs))
+        ])  # fmt: skip  # [samples, 2^n]
         res = interact.extract_and_or(v, q_bound=args.q_bound, steps=args.extract_steps, lr=args.extract_lr)
         pos, neg = interact.order_strengths(res.i_and, res.i_or, normalize="total")  # [samples, n]
         pos_tr, neg_tr = np.asarray(pos[is_train]).mean(0), np.asarray(neg[is_train]).mean(0)
         pos_te, neg_te = np.asarray(pos[~is_train]).mean(0), np.asarray(neg[~is_train]).mean(0)
-        strength = pos_tr - neg_tr
-        mean_order = float((np.arange(1, n + 1) * strength).sum() / max(strength.sum(), 1e-12))
-        jac = np.mean(
-            [
-                np.asarray(
-                    interact.jaccard_by_order(
-                        res.i_and[is_train & (ys == c)],
-                        res.i_and[~is_train & (ys == c)],
-                        res.i_or[is_train & (ys == c)],
-                        res.i_or[~is_train & (ys == c)],
-                    )
-                )
-                for c in range(10)
-            ],
-            axis=0,
+        # The old threshold (the empty set inside max |I|), for comparison only.
+        pos_old, neg_old = interact.order_strengths(
+            res.i_and, res.i_or, normalize="total", include_empty=True
         )
+        old = np.asarray(pos_old[is_train]).mean(0) - np.asarray(neg_old[is_train]).mean(0)
+        jac = np.mean([
+            np.asarray(interact.jaccard_by_order(
+                res.i_and[is_train & (ys == c)], res.i_and[~is_train & (ys == c)],
+                res.i_or[is_train & (ys == c)], res.i_or[~is_train & (ys == c)]))
+            for c in range(10)
+        ], axis=0)  # fmt: skip
         raw_strength = np.asarray(interact.strength_by_order(interact.harsanyi(v[is_train]))).mean(0)
-        raw_order = float((np.arange(1, n + 1) * raw_strength).sum() / max(raw_strength.sum(), 1e-12))
-        records.append(
-            {
-                "step": s,
-                "train_loss": train_m["loss"],
-                "test_loss": test_m["loss"],
-                "loss_gap": test_m["loss"] - train_m["loss"],
-                "train_acc": train_m["accuracy"],
-                "test_acc": test_m["accuracy"],
-                "A_pos_train": pos_tr.tolist(),
-                "A_neg_train": neg_tr.tolist(),
-                "A_pos_test": pos_te.tolist(),
-                "A_neg_test": neg_te.tolist(),
-                "mean_order_salient": mean_order,
-                "mean_order_all": raw_order,
-                "jaccard_by_order": jac.tolist(),
-                "harsanyi_strength_by_order": raw_strength.tolist(),
-                "l1_and_or": float(np.mean(res.loss)),
-            }
-        )
+        records.append({
+            "step": s, "train_loss": train_m["loss"], "test_loss": test_m["loss"],
+            "loss_gap": test_m["loss"] - train_m["loss"], "train_acc": train_m["accuracy"],
+            "test_acc": test_m["accuracy"], "A_pos_train": pos_tr.tolist(), "A_neg_train": neg_tr.tolist(),
+            "A_pos_test": pos_te.tolist(), "A_neg_test": neg_te.tolist(),
+            "mean_order_salient": mean_order(pos_tr - neg_tr),
+            "mean_order_salient_with_empty": mean_order(old),
+            "mean_order_all": mean_order(raw_strength), "jaccard_by_order": jac.tolist(),
+            "harsanyi_strength_by_order": raw_strength.tolist(), "l1_and_or": float(np.mean(res.loss)),
+        })  # fmt: skip
+    return records
 
-    # Where phase 1 ends: the checkpoint where the mean order of all Harsanyi interactions (no threshold) is
-    # lowest; after it, higher orders come back (phase 2). Where the loss gap starts growing: the checkpoint
-    # after which the gap never shrinks again (sustained growth).
+
+def phases(records: list[dict], key: str) -> dict:
+    """Init, minimum and final of a mean-order curve, and where the loss gap starts growing for good."""
     steps = np.array([r["step"] for r in records])
-    orders = np.array([r["mean_order_all"] for r in records])
-    salient_orders = np.array([r["mean_order_salient"] for r in records])
+    orders = np.array([r[key] for r in records])
     gaps = np.array([r["loss_gap"] for r in records])
-    phase1_end = int(steps[np.argmin(orders)])
     shrinks = np.nonzero(np.diff(gaps) < 0)[0]
-    gap_start = int(steps[shrinks[-1] + 1]) if len(shrinks) else int(steps[0])
+    i_min = int(np.argmin(orders))
+    return {
+        "init": float(orders[0]), "min": float(orders[i_min]), "min_step": int(steps[i_min]),
+        "final": float(orders[-1]), "fall": float(orders[0] - orders[i_min]),
+        "rise": float(orders[-1] - orders[i_min]),
+        "gap_grows_from_step": int(steps[shrinks[-1] + 1]) if len(shrinks) else int(steps[0]),
+    }  # fmt: skip
 
-    # Theory: the noisy-triggering model's order distribution as sigma^2 shrinks (w* = final network's
-    # AND interactions averaged over training samples) and the random-game spindle at initialisation.
-    sig = np.geomspace(1.0, 1e-4, 5)
-    theory = np.asarray(interact.predicted_order_strength(jnp.asarray(res.i_and[is_train].mean(0)), sig))
-    spindle = interact.random_game_strength(n)
-    spindle = spindle / spindle.sum()
-    init_strength = np.array(records[0]["harsanyi_strength_by_order"])
-    init_strength = init_strength / init_strength.sum()
 
+def tv(a, b) -> float:
+    """Total-variation distance of two distributions over orders."""
+    return 0.5 * float(np.abs(np.asarray(a) - np.asarray(b)).sum())
+
+
+def main():
+    args = parse_args()
+    run = script.setup(args)  # --cpu-devices, --mesh, --out
+    n = args.players
+    per_seed = {seed: run_seed(args, run, seed) for seed in args.seeds}
+
+    def stats(values):
+        values = np.asarray(values, np.float64)
+        return {"mean": float(values.mean()), "std": float(values.std()), "values": values.round(4).tolist()}
+
+    curves = {key: np.array([[r[key] for r in recs] for recs in per_seed.values()])
+              for key in ("mean_order_salient", "mean_order_salient_with_empty", "mean_order_all", "loss_gap")}  # fmt: skip
+    steps = np.array([r["step"] for r in next(iter(per_seed.values()))])
+    ph = {key: [phases(recs, key) for recs in per_seed.values()]
+          for key in ("mean_order_salient", "mean_order_all")}  # fmt: skip
+
+    # Spindle references at initialisation: (a) i.i.d. game values, C(n, k) 2^{k/2}; (b) independent
+    # interactions of equal spread (the seed document's argument), binomial C(n, k).
+    spindle_values = interact.random_game_strength(n)
+    spindle_values = spindle_values / spindle_values.sum()
+    spindle_binom = interact.random_interaction_strength(n)
+    spindle_binom = spindle_binom / spindle_binom.sum()
+    init = np.array([recs[0]["harsanyi_strength_by_order"] for recs in per_seed.values()])
+    init = init / init.sum(-1, keepdims=True)  # [seeds, n]
+    init_mean = init.mean(0)
+    fits = {"tv_to_iid_values": stats([tv(d, spindle_values) for d in init]),
+            "tv_to_binomial": stats([tv(d, spindle_binom) for d in init])}  # fmt: skip
+    fits["closer"] = ("binomial (independent interactions)"
+                      if fits["tv_to_binomial"]["mean"] < fits["tv_to_iid_values"]["mean"]
+                      else "C(n,k) 2^{k/2} (i.i.d. game values)")  # fmt: skip
+
+    last = [recs[-1] for recs in per_seed.values()]
     summary = {
-        "phase1_end_step": phase1_end,
-        "loss_gap_starts_growing_step": gap_start,
-        "mean_order_all_by_checkpoint": dict(zip(steps.tolist(), orders.round(3).tolist())),
-        "mean_order_salient_by_checkpoint": dict(zip(steps.tolist(), salient_orders.round(3).tolist())),
-        "loss_gap_by_checkpoint": dict(zip(steps.tolist(), gaps.round(4).tolist())),
-        "final_train_acc": records[-1]["train_acc"],
-        "final_test_acc": records[-1]["test_acc"],
-        "jaccard_final_by_order": records[-1]["jaccard_by_order"],
-        "init_order_distribution": init_strength.tolist(),
-        "random_game_spindle": spindle.tolist(),
-    }
+        "seeds": list(per_seed),
+        "steps": steps.tolist(),
+        "salient_mean_order": {k: stats([p[k] for p in ph["mean_order_salient"]])
+                               for k in ("init", "min", "min_step", "final", "fall", "rise")},
+        "all_harsanyi_mean_order": {k: stats([p[k] for p in ph["mean_order_all"]])
+                                    for k in ("init", "min", "min_step", "final", "fall", "rise")},
+        "loss_gap_grows_from_step": stats([p["gap_grows_from_step"] for p in ph["mean_order_salient"]]),
+        "salient_mean_order_by_checkpoint_mean": curves["mean_order_salient"].mean(0).round(4).tolist(),
+        "salient_mean_order_by_checkpoint_std": curves["mean_order_salient"].std(0).round(4).tolist(),
+        "salient_with_empty_by_checkpoint_mean": curves["mean_order_salient_with_empty"].mean(0).round(4).tolist(),
+        "all_mean_order_by_checkpoint_mean": curves["mean_order_all"].mean(0).round(4).tolist(),
+        "loss_gap_by_checkpoint_mean": curves["loss_gap"].mean(0).round(4).tolist(),
+        "final_train_acc": stats([r["train_acc"] for r in last]),
+        "final_test_acc": stats([r["test_acc"] for r in last]),
+        "jaccard_final_by_order_mean": np.mean([r["jaccard_by_order"] for r in last], 0).round(4).tolist(),
+        "init_order_distribution_mean": init_mean.round(4).tolist(),
+        "spindle_iid_values": spindle_values.round(4).tolist(),
+        "spindle_binomial": spindle_binom.round(4).tolist(),
+        "init_fit": fits,
+    }  # fmt: skip
 
-    # Plots.
+    # Plots: salient mean order and loss gap across seeds; per-order strengths of the first seed; Jaccard.
     k = np.arange(1, n + 1)
+    x = np.maximum(steps, 1)
     cmap = plt.get_cmap("viridis")
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    for i, r in enumerate(records):
-        c = cmap(i / max(1, len(records) - 1))
-        axes[0].plot(k, r["A_pos_train"], color=c, label=f"step {r['step']}")
-        axes[0].plot(k, r["A_neg_train"], color=c, ls="--")
-    axes[0].axhline(0, color="k", lw=0.5)
-    axes[0].set(
-        xlabel="order k", ylabel="A_k^+ (solid), A_k^- (dashed), normalised", title="interactions per order"
-    )
-    axes[0].legend(fontsize=6, ncol=2)
-    axes[1].semilogx(np.maximum(steps, 1), gaps, "o-", label="test - train loss")
-    axes[1].set(xlabel="step (0 drawn at 1)", ylabel="loss gap", title="loss gap")
-    axes[1].axvline(max(phase1_end, 1), color="r", ls=":", label="phase 1 ends (min mean order)")
-    axes[1].axvline(max(gap_start, 1), color="g", ls=":", label="gap grows from here on")
-    axes[1].legend(fontsize=7)
-    axes[2].semilogx(np.maximum(steps, 1), orders, "o-", label="all Harsanyi interactions")
-    axes[2].semilogx(np.maximum(steps, 1), salient_orders, "s-", label="salient AND-OR interactions")
-    axes[2].set(
-        xlabel="step (0 drawn at 1)", ylabel="strength-weighted mean order", title="mean interaction order"
-    )
-    axes[2].legend(fontsize=7)
+    for key, style, label in (("mean_order_salient", "o-", "salient AND-OR (empty set excluded)"),
+                              ("mean_order_salient_with_empty", "x:", "salient, old threshold (with empty set)"),
+                              ("mean_order_all", "s--", "all Harsanyi, no threshold")):  # fmt: skip
+        c = curves[key]
+        line = axes[0].semilogx(x, c.mean(0), style, label=label)[0]
+        axes[0].fill_between(x, c.min(0), c.max(0), color=line.get_color(), alpha=0.2)
+    axes[0].set(xlabel="step (0 drawn at 1)", ylabel="strength-weighted mean order",
+                title=f"mean interaction order, seeds {list(per_seed)} (band: min-max)")  # fmt: skip
+    axes[0].legend(fontsize=7)
+    c = curves["loss_gap"]
+    axes[1].semilogx(x, c.mean(0), "o-", label="test - train loss")
+    axes[1].fill_between(x, c.min(0), c.max(0), alpha=0.2)
+    axes[1].set(xlabel="step (0 drawn at 1)", ylabel="loss gap", title="loss gap (band: min-max over seeds)")
+    first = next(iter(per_seed.values()))
+    for i, r in enumerate(first):
+        col = cmap(i / max(1, len(first) - 1))
+        axes[2].plot(k, r["A_pos_train"], color=col, label=f"step {r['step']}")
+        axes[2].plot(k, r["A_neg_train"], color=col, ls="--")
+    axes[2].axhline(0, color="k", lw=0.5)
+    axes[2].set(xlabel="order k", ylabel="A_k^+ (solid), A_k^- (dashed), normalised",
+                title=f"salient interactions per order (seed {args.seeds[0]})")  # fmt: skip
+    axes[2].legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig_phase = fig
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for i in np.unique(np.linspace(0, len(records) - 1, 5).round().astype(int)):
-        ax.plot(k, records[i]["jaccard_by_order"], "o-", color=cmap(i / max(1, len(records) - 1)),
-                label=f"step {records[i]['step']}")  # fmt: skip
-    ax.set(
-        xlabel="order k", ylabel="Jaccard(train, test)", title="generalisation of interactions", ylim=(0, 1)
-    )
+    for i in np.unique(np.linspace(0, len(first) - 1, 5).round().astype(int)):
+        jac = np.mean([recs[i]["jaccard_by_order"] for recs in per_seed.values()], 0)
+        ax.plot(k, jac, "o-", color=cmap(i / max(1, len(first) - 1)), label=f"step {first[i]['step']}")
+    ax.set(xlabel="order k", ylabel="Jaccard(train, test)", title="generalisation of interactions (seed mean)",
+           ylim=(0, 1))  # fmt: skip
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig_jaccard = fig
 
+    sig = np.geomspace(1.0, 1e-4, 5)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    axes[0].plot(k, init_strength, "o-", label="network at init (sum |I_and| per order)")
-    axes[0].plot(k, spindle, "s--", label="i.i.d. random game C(n,k) 2^{k/2}")
+    axes[0].plot(k, init_mean, "o-", label="network at init (sum |I_and| per order, seed mean)")
+    axes[0].plot(k, spindle_values, "s--", label="i.i.d. game values: C(n,k) 2^{k/2}")
+    axes[0].plot(k, spindle_binom, "d:", label="independent interactions: C(n,k)")
     axes[0].set(xlabel="order k", ylabel="share of strength", title="spindle at initialisation")
     axes[0].legend(fontsize=7)
+    theory = np.asarray(interact.predicted_order_strength(
+        jnp.asarray(np.random.default_rng(0).normal(size=2**n)), sig))  # fmt: skip
     for i, s2 in enumerate(sig):
         axes[1].plot(k, theory[i], "o-", color=cmap(i / (len(sig) - 1)), label=f"sigma^2 = {s2:.0e}")
-    axes[1].set(xlabel="order k", ylabel="share of |w_hat|", title="noisy-triggering theory")
+    axes[1].set(xlabel="order k", ylabel="share of |w_hat|", title="noisy-triggering theory (random w*)")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig_spindle = fig
 
     script.print_table(
-        [
-            {"step": r["step"], "train loss": r["train_loss"], "test loss": r["test_loss"], "gap": r["loss_gap"],
-             "test acc": r["test_acc"], "order (all)": r["mean_order_all"],
-             "order (salient)": r["mean_order_salient"]}
-            for r in records
-        ],
-        title="checkpoints",
+        [{"step": int(st), "gap": float(curves["loss_gap"].mean(0)[i]),
+          "order salient": float(curves["mean_order_salient"].mean(0)[i]),
+          "+-": float(curves["mean_order_salient"].std(0)[i]),
+          "order salient (old)": float(curves["mean_order_salient_with_empty"].mean(0)[i]),
+          "order all": float(curves["mean_order_all"].mean(0)[i])}
+         for i, st in enumerate(steps)],
+        title=f"checkpoints, mean over seeds {list(per_seed)}",
     )  # fmt: skip
+    sal = summary["salient_mean_order"]
+    print(f"salient mean order: init {sal['init']['mean']:.3f} +- {sal['init']['std']:.3f}, "
+          f"min {sal['min']['mean']:.3f} +- {sal['min']['std']:.3f} at steps {sal['min_step']['values']}, "
+          f"final {sal['final']['mean']:.3f} +- {sal['final']['std']:.3f}")  # fmt: skip
     print(
-        "Jaccard(train, test) by order at the last checkpoint:", np.round(records[-1]["jaccard_by_order"], 3)
+        f"init order distribution {init_mean.round(3)}; closer to the {fits['closer']} reference "
+        f"(TV {fits['tv_to_binomial']['mean']:.3f} binomial, {fits['tv_to_iid_values']['mean']:.3f} i.i.d. values)"
     )
-    print(
-        "order distribution at init:",
-        np.round(init_strength, 3),
-        "random-game spindle:",
-        np.round(spindle, 3),
-    )
-    print(f"phase 1 ends at step {phase1_end} (lowest mean order of all Harsanyi interactions)")
-    print(f"the loss gap grows without shrinking from step {gap_start} on")
     run.save(
-        {"summary": summary, "checkpoints": records, "run_config": run_cfg.to_dict()},
+        {"summary": summary, "checkpoints": {str(s): recs for s, recs in per_seed.items()}},
         figures={"two_phase": fig_phase, "jaccard": fig_jaccard, "spindle": fig_spindle},
     )
 

@@ -8,7 +8,7 @@ Follows Li & Zhang (ICML'23), Chen et al. (ICLR'24), Zhang et al. (arXiv 2405.10
     i_and = interact.harsanyi(v)                       # Harsanyi dividends, O(n 2^n)
     res = interact.extract_and_or(v, q_bound=0.04, steps=10_000, lr=1e-5)   # sparse AND + OR
     pos, neg = interact.order_strengths(res.i_and, res.i_or)                # A_k^+, A_k^-
-    phi = interact.shapley_values(res.i_and, res.i_or)                      # sums to v(N) - v(empty)
+    phi = interact.shapley_values(res.i_and, res.i_or)    # sums to (v+q)(N) - (v+q)(empty), q = res.q
 
 The MLP that the two-phase example explains trains on the shared runtime (``interact.RunConfig``,
 ``init_state``, ``make_optimizer``, ``make_train_step``, ``train``, ``evaluate``; ``jaxzoo.rebuild`` of a
@@ -19,20 +19,32 @@ import numpy as np
 
 from interact.andor import (
     AndOrResult,
+    SharedAndOrResult,
     and_or_from,
     and_or_to_game,
     extract_and_or,
+    extract_shared_and_or,
     learn_baseline,
     lr_schedule,
 )
 from interact.evaluate import (
     evaluate_subsets,
+    evaluate_subsets_host,
     interactions_of,
     log_odds,
     logit,
     masked_input,
+    masked_inputs_host,
     player_matrix,
     subset_values,
+)
+from interact.indices import (
+    INDICES,
+    harsanyi_low_order,
+    index_weights,
+    interaction_index,
+    interaction_index_low_order,
+    low_order_subsets,
 )
 from interact.metrics import jaccard_by_order, order_strengths, salient_mask, weighted_jaccard
 from interact.model import MLP, MLPConfig
@@ -54,6 +66,7 @@ from interact.theory import (
     noisy_triggering_weights,
     predicted_order_strength,
     random_game_strength,
+    random_interaction_strength,
     strength_by_order,
 )
 from interact.train import (
@@ -68,9 +81,16 @@ from interact.train import (
 )
 
 __all__ = [
+    "INDICES",
+    "harsanyi_low_order",
+    "index_weights",
+    "interaction_index",
+    "interaction_index_low_order",
+    "low_order_subsets",
     "MAX_PLAYERS",
     "MLP",
     "AndOrResult",
+    "SharedAndOrResult",
     "MLPConfig",
     "RunConfig",
     "and_or_from",
@@ -80,7 +100,9 @@ __all__ = [
     "batch_fn",
     "evaluate",
     "evaluate_subsets",
+    "evaluate_subsets_host",
     "extract_and_or",
+    "extract_shared_and_or",
     "gram_matrix",
     "harsanyi",
     "harsanyi_inverse",
@@ -95,6 +117,7 @@ __all__ = [
     "make_optimizer",
     "make_train_step",
     "masked_input",
+    "masked_inputs_host",
     "noisy_triggering_weights",
     "or_interactions",
     "or_interactions_inverse",
@@ -102,6 +125,7 @@ __all__ = [
     "player_matrix",
     "predicted_order_strength",
     "random_game_strength",
+    "random_interaction_strength",
     "salient_mask",
     "sharding_examples",
     "shapley_interaction_index",

@@ -22,15 +22,37 @@ from jax.sharding import PartitionSpec as P
 from interact.ops import check_num_players, harsanyi
 
 
+def _check_label(label, num_classes: int, name: str) -> None:
+    """A concrete label outside [0, C) raises; a traced one cannot be checked here (see log_odds)."""
+    if isinstance(label, jax.core.Tracer):
+        return
+    lab = np.asarray(label)
+    if not np.issubdtype(lab.dtype, np.integer):
+        raise ValueError(f"{name} needs integer class labels; got dtype {lab.dtype}.")
+    if lab.size and (lab.min() < 0 or lab.max() >= num_classes):
+        raise ValueError(
+            f"{name}: the label must be a class index in [0, {num_classes}); got {lab.min() if lab.min() < 0 else lab.max()}."
+        )
+
+
 def log_odds(logits: jax.Array, label: int | jax.Array) -> jax.Array:
-    """log p_y / (1 - p_y) from logits [..., C], stably: z_y - logsumexp_{c != y} z_c.  -> [...]."""
+    """log p_y / (1 - p_y) from logits [..., C], stably: z_y - logsumexp_{c != y} z_c.  -> [...].
+
+    A label outside [0, C) raises ValueError when it is a concrete value; under jit (a traced label) the
+    output is NaN instead, which `evaluate_subsets` reports as a ValueError.
+    """
     logits = jnp.asarray(logits)
     if logits.ndim < 1 or logits.shape[-1] < 2:
         raise ValueError(f"log_odds needs logits [..., C] with C >= 2 classes; got shape {logits.shape}.")
-    classes = jnp.arange(logits.shape[-1])
-    z_y = jnp.take_along_axis(logits, jnp.broadcast_to(label, logits.shape[:-1])[..., None], axis=-1)[..., 0]
-    others = jnp.where(classes == jnp.asarray(label)[..., None], -jnp.inf, logits)
-    return z_y - jax.nn.logsumexp(others, axis=-1)
+    num = logits.shape[-1]
+    _check_label(label, num, "log_odds")
+    label = jnp.asarray(label)
+    valid = (label >= 0) & (label < num)
+    safe = jnp.where(valid, label, 0)
+    classes = jnp.arange(num)
+    z_y = jnp.take_along_axis(logits, jnp.broadcast_to(safe, logits.shape[:-1])[..., None], axis=-1)[..., 0]
+    others = jnp.where(classes == safe[..., None], -jnp.inf, logits)
+    return jnp.where(valid, z_y - jax.nn.logsumexp(others, axis=-1), jnp.nan)
 
 
 def logit(logits: jax.Array, label: int | jax.Array) -> jax.Array:
@@ -39,8 +61,12 @@ def logit(logits: jax.Array, label: int | jax.Array) -> jax.Array:
     logits = jnp.asarray(logits)
     if logits.ndim < 1:
         raise ValueError(f"logit needs logits [..., C]; got a scalar of shape {logits.shape}.")
-    idx = jnp.broadcast_to(label, logits.shape[:-1])[..., None]
-    return jnp.take_along_axis(logits, idx, axis=-1)[..., 0]
+    num = logits.shape[-1]
+    _check_label(label, num, "logit")
+    label = jnp.asarray(label)
+    valid = (label >= 0) & (label < num)
+    idx = jnp.broadcast_to(jnp.where(valid, label, 0), logits.shape[:-1])[..., None]
+    return jnp.where(valid, jnp.take_along_axis(logits, idx, axis=-1)[..., 0], jnp.nan)
 
 
 def player_matrix(players, x_shape: tuple[int, ...], player_ndim: int = 1) -> np.ndarray:
@@ -61,6 +87,11 @@ def player_matrix(players, x_shape: tuple[int, ...], player_ndim: int = 1) -> np
                 f"got {arr.shape}."
             )
         member = arr.reshape(arr.shape[0], num_pos)
+        empty = np.nonzero(~member.any(axis=1))[0]
+        if empty.size:
+            raise ValueError(
+                f"Every player must own at least one position; player {int(empty[0])} owns none."
+            )
     else:
         if isinstance(players, np.ndarray | jax.Array):
             players = np.asarray(players).tolist()
@@ -71,9 +102,13 @@ def player_matrix(players, x_shape: tuple[int, ...], player_ndim: int = 1) -> np
         member = np.zeros((len(players), num_pos), dtype=bool)
         for i, group in enumerate(players):
             idx = np.atleast_1d(np.asarray(group))
-            if idx.size and not np.issubdtype(idx.dtype, np.integer):
+            if idx.size == 0:
+                raise ValueError(
+                    f"Every player must own at least one position; player {i} is an empty group."
+                )
+            if not np.issubdtype(idx.dtype, np.integer):
                 raise ValueError(f"Player {i} must be a group of integer positions; got {group!r}.")
-            if idx.size and (idx.min() < 0 or idx.max() >= num_pos):
+            if idx.min() < 0 or idx.max() >= num_pos:
                 raise ValueError(
                     f"Player {i} indexes position {int(idx.max() if idx.max() >= num_pos else idx.min())}, "
                     f"outside x, whose leading {player_ndim} axes {grid} hold {num_pos} positions."
@@ -104,6 +139,12 @@ def masked_input(
     use_x = keep | ~jnp.any(member, axis=0)  # non-player positions keep x
     grid = (*x.shape[:player_ndim], *([1] * (x.ndim - player_ndim)))
     return jnp.where(use_x.reshape(grid), x, baseline)
+
+
+def _check_batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
+    return int(batch_size)
 
 
 def _check_inputs(x, baseline, players, player_ndim):
@@ -181,25 +222,104 @@ def evaluate_subsets(
     `lambda xs, p, y: log_odds(model.apply(p, xs), y)`. fn is a static argument of the compiled program:
     pass the same function object and put what changes between calls in fn_args to avoid recompiling. It is
     vmapped over `batch_size` masked inputs at a time inside one jitted `lax.map`, so memory stays bounded
-    by the batch. With a mesh, the 2^n subsets are split over the devices along `axis` (each device streams
-    its share in batches of batch_size / devices) and v comes back sharded the same way; the values equal
-    the single-device run.
+    by the batch. With a mesh (Auto or Explicit axes, e.g. `jax.make_mesh`), the 2^n subsets are split over
+    the devices along `axis` (each device streams its share in batches of batch_size / devices); v comes
+    back sharded the same way when 2^n fills whole batches on every device, else replicated; the values
+    equal the single-device run.
+
+    fn must be a JAX function (it is traced). For a host model (scikit-learn `predict_proba`, torch, numpy)
+    use `evaluate_subsets_host`. NaN or infinite outputs raise ValueError (after the run: one host sync).
     """
     x, baseline, member = _check_inputs(x, baseline, players, player_ndim)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size}.")
+    batch_size = _check_batch_size(batch_size)
     num = 2 ** member.shape[0]
     member = jnp.asarray(member)
     if mesh is None:
         subsets = jnp.arange(num, dtype=jnp.int32)
-        return _run(fn, x, baseline, member, subsets, batch_size, player_ndim, fn_args)
+        return _checked(_traced(_run, fn, x, baseline, member, subsets, batch_size, player_ndim, fn_args))
     shards = int(np.prod([mesh.shape[a] for a in ((axis,) if isinstance(axis, str) else axis)]))
     local = max(1, min(batch_size // shards, -(-num // shards)))
     padded = -(-num // (shards * local)) * shards * local  # every device runs whole batches
     subsets = jnp.arange(padded, dtype=jnp.int32) % num  # padding re-evaluates valid subsets, then is cut
     subsets = jax.device_put(subsets, NamedSharding(mesh, P(axis)))
     x, baseline, member, fn_args = _onto_mesh(mesh, (x, baseline, member, fn_args))
-    return _run_sharded(fn, x, baseline, member, subsets, local, player_ndim, mesh, axis, fn_args)[:num]
+    v = _traced(_run_sharded, fn, x, baseline, member, subsets, local, player_ndim, mesh, axis, fn_args)
+    if padded != num:
+        # Cut the padding from a replicated copy: slicing a sharded array is ambiguous on a mesh with Explicit
+        # axes (the default of jax.make_mesh) and raises a ShardingTypeError there.
+        v = jax.device_put(v, NamedSharding(mesh, P()))[:num]
+    return _checked(v)
+
+
+def _traced(run, fn, *args):
+    """run(fn, *args), turning JAX's generic error for a host (numpy) model into a sentence."""
+    try:
+        return run(fn, *args)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError) as e:
+        raise ValueError(
+            "fn is traced by JAX (jit, lax.map, grad), so it must be written with jax.numpy; a host function "
+            "such as a scikit-learn predict_proba cannot be called on traced values. Use "
+            "`evaluate_subsets_host(fn, x, baseline, players)` instead (it calls fn on numpy batches), or build "
+            "the masked inputs with `masked_inputs_host` / `subset_masks`, run your model, and pass the values "
+            f"to `harsanyi`. (JAX said: {type(e).__name__}.)"
+        ) from e
+
+
+def _checked(v: jax.Array) -> jax.Array:
+    bad = ~np.isfinite(np.asarray(v))
+    if bad.any():
+        raise ValueError(
+            f"fn returned NaN or infinite values on {int(bad.sum())} of the {bad.size} masked inputs (first at "
+            f"subset index {int(np.argmax(bad))}); interactions of non-finite outputs are meaningless. Check the "
+            "model, the baseline and the label (a label outside the classes gives NaN in log_odds under jit)."
+        )
+    return v
+
+
+def masked_inputs_host(x, baseline, players, subsets=None, *, player_ndim: int = 1) -> np.ndarray:
+    """The masked inputs x_S as one numpy array [m, *x.shape], for host (non-JAX) models.
+
+    subsets: subset indices [m] (default: all 2^n, in subset-index order). Same masking as `masked_input`.
+    """
+    x, baseline, member = (np.asarray(a) for a in _check_inputs(x, baseline, players, player_ndim))
+    n = member.shape[0]
+    subsets = np.arange(2**n) if subsets is None else np.asarray(subsets, np.int64)
+    present = ((subsets[:, None] >> np.arange(n)) & 1).astype(bool)  # [m, n]
+    keep = (present.astype(np.int64) @ member.astype(np.int64)) > 0  # [m, P]
+    keep |= ~member.any(axis=0)
+    grid = (len(subsets), *x.shape[:player_ndim], *([1] * (x.ndim - player_ndim)))
+    return np.where(keep.reshape(grid), x, baseline)
+
+
+def evaluate_subsets_host(
+    fn: Callable[..., np.ndarray],
+    x,
+    baseline,
+    players,
+    *,
+    batch_size: int = 256,
+    player_ndim: int = 1,
+    fn_args: tuple = (),
+) -> np.ndarray:
+    """v [2^n] for a host (non-JAX) model: fn(batch [B, *x.shape], *fn_args) -> [B] scalar outputs per input.
+
+    For scikit-learn, torch or any numpy model, e.g. `lambda xs: np.log(m.predict_proba(xs)[:, y])`. The
+    masked inputs are built with numpy, `batch_size` at a time; nothing is traced. Returns float64 numpy.
+    """
+    batch_size = _check_batch_size(batch_size)
+    _, _, member = _check_inputs(x, baseline, players, player_ndim)
+    num = 2 ** member.shape[0]
+    out = []
+    for start in range(0, num, batch_size):
+        xs = masked_inputs_host(x, baseline, players, np.arange(start, min(num, start + batch_size)),
+                                player_ndim=player_ndim)  # fmt: skip
+        vals = np.asarray(fn(xs, *fn_args), np.float64).reshape(-1)
+        if vals.shape != (len(xs),):
+            raise ValueError(
+                f"fn must map a batch of {len(xs)} masked inputs to {len(xs)} scalars; it returned {vals.size}."
+            )
+        out.append(vals)
+    return np.asarray(_checked(np.concatenate(out)))
 
 
 def _onto_mesh(mesh: Mesh, tree):

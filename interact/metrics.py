@@ -2,6 +2,10 @@
 
 Interactions are [..., 2^n] arrays in subset-index order; AND and OR are passed separately and counted
 together (a subset S of order k contributes its AND and its OR interaction).
+
+The empty set is not an interaction: I_and(empty) + I_or(empty) is the output at the baseline. It is left out
+of the threshold max |I(S)| and of the salient set by default (`include_empty=True` restores the old
+behaviour, where the baseline output set the threshold on most samples at initialisation).
 """
 
 from __future__ import annotations
@@ -35,17 +39,40 @@ def _stack(i_and, i_or):
     return jnp.stack([i_and, i_or], axis=-2), n
 
 
+def _check_finite(name, a):
+    if not bool(jnp.all(jnp.isfinite(jnp.asarray(a)))):
+        raise ValueError(
+            f"{name} holds NaN or infinite values; interactions of finite model outputs are finite."
+        )
+
+
+def _salient(both, threshold, include_empty):
+    """Bool mask of |I(S)| >= threshold * max |I| over [..., K, 2^n], the empty set excluded unless asked."""
+    strength = jnp.abs(both)
+    if not include_empty:
+        strength = strength.at[..., 0].set(0.0)
+    tau = threshold * jnp.max(strength, axis=(-2, -1), keepdims=True)
+    mask = strength >= tau
+    if not include_empty:
+        mask = mask.at[..., 0].set(False)
+    return mask
+
+
 def salient_mask(
-    i_and: jax.Array, i_or: jax.Array | None = None, *, threshold: float = SALIENT_THRESHOLD
+    i_and: jax.Array,
+    i_or: jax.Array | None = None,
+    *,
+    threshold: float = SALIENT_THRESHOLD,
+    include_empty: bool = False,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
-    """|I(S)| >= threshold * max |I| per sample (the max runs over AND and OR together and over all S).
+    """|I(S)| >= threshold * max |I| per sample (the max runs over AND and OR together and over all
+    non-empty S; with include_empty the empty set counts too, in the max and in the mask).
 
     Returns a bool array shaped like i_and, or a pair (and_mask, or_mask) when i_or is given.
     """
     threshold = _check_threshold(threshold)
     both, _ = _stack(i_and, i_or)
-    tau = threshold * jnp.max(jnp.abs(both), axis=(-2, -1), keepdims=True)
-    mask = jnp.abs(both) >= tau
+    mask = _salient(both, threshold, include_empty)
     return mask[..., 0, :] if i_or is None else (mask[..., 0, :], mask[..., 1, :])
 
 
@@ -55,25 +82,29 @@ def order_strengths(
     *,
     threshold: float = SALIENT_THRESHOLD,
     normalize: str | None = None,
+    include_empty: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """Per-order strengths of the salient interactions, for orders k = 1..n.
 
     A_k^+ = sum over salient S with |S| = k of max(I(S), 0), A_k^- = sum of min(I(S), 0) (<= 0), AND and OR
     together. normalize: None (raw), "total" (divide both by the sample's total salient strength
     sum_k A_k^+ - A_k^-), or "max" (divide by max_k max(A_k^+, -A_k^-)). The two-phase paper's exact
-    normalisation was not readable; "total" is our default choice for plots. Returns ([..., n], [..., n]).
+    normalisation was not readable; "total" is our default choice for plots. The threshold's max runs over
+    the non-empty S (include_empty=True: over the empty set too, the old behaviour). Returns ([..., n], [..., n]).
     """
     if normalize not in (None, "total", "max"):
         raise ValueError(f'normalize must be None, "total" or "max"; got {normalize!r}.')
     _stack(i_and, i_or)  # shape checks on the host
-    return _order_strengths(i_and, i_or, _check_threshold(threshold), normalize)
+    _check_finite("I_and", i_and)
+    if i_or is not None:
+        _check_finite("I_or", i_or)
+    return _order_strengths(i_and, i_or, _check_threshold(threshold), normalize, bool(include_empty))
 
 
-@partial(jax.jit, static_argnums=(3,))
-def _order_strengths(i_and, i_or, threshold, normalize):
+@partial(jax.jit, static_argnums=(3, 4))
+def _order_strengths(i_and, i_or, threshold, normalize, include_empty):
     both, n = _stack(i_and, i_or)
-    tau = threshold * jnp.max(jnp.abs(both), axis=(-2, -1), keepdims=True)
-    kept = jnp.where(jnp.abs(both) >= tau, both, 0.0)
+    kept = jnp.where(_salient(both, threshold, include_empty), both, 0.0)
     one_hot = jnp.asarray(subset_sizes(n)[:, None] == np.arange(1, n + 1)[None, :], both.dtype)  # [2^n, n]
     pos = jnp.einsum("...ks,so->...o", jnp.maximum(kept, 0.0), one_hot, precision="highest")
     neg = jnp.einsum("...ks,so->...o", jnp.minimum(kept, 0.0), one_hot, precision="highest")
@@ -116,6 +147,12 @@ def jaccard_by_order(
         raise ValueError(
             "jaccard_by_order needs train and test interactions [samples, 2^n] with the same n and the same "
             f"AND/OR parts; got train {tr.shape[0:1] + tr.shape[2:]} and test {te.shape[0:1] + te.shape[2:]}."
+        )
+    if tr.shape[0] == 0 or te.shape[0] == 0:
+        raise ValueError(
+            "jaccard_by_order needs at least one train and one test sample (of the class); got "
+            f"{tr.shape[0]} train and {te.shape[0]} test samples. With none, the similarity is undefined "
+            "(it is not 1, perfect generalisation)."
         )
     return _jaccard_by_order(tr, te)
 

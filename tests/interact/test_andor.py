@@ -47,14 +47,15 @@ def naive_matching(i_and, i_or, t):
 
 
 def naive_extract(v, q_bound, steps, lr, momentum=0.9):
-    """The lab's optimiser, step by step in float64 numpy with explicit transform matrices."""
+    """The lab's optimiser, step by step in float64 numpy with explicit transform matrices (steps - 1 updates:
+    the lab's loop evaluates the loss `steps` times and updates after all but the last)."""
     n = v.shape[-1].bit_length() - 1
     a, o = and_matrix(n), or_matrix(n)
     p, q = np.zeros_like(v), np.zeros_like(v)
     bp, bq = np.zeros_like(v), np.zeros_like(v)
     bound = q_bound * abs(v[-1] - v[0])
     lrs = np.logspace(np.log10(lr), np.log10(lr) - 1, steps)
-    for t in range(steps):
+    for t in range(steps - 1):
         sa = np.sign(a @ (0.5 * (v + q) + p))
         so = np.sign(o @ (0.5 * (v + q) - p))
         gp = a.T @ sa - o.T @ so
@@ -134,7 +135,7 @@ def test_loss_drops_below_the_even_split():
     assert np.all(res.loss < 0.8 * start)
 
 
-def naive_baseline_l1(w, x, base):
+def naive_baseline_l1(w, x, base):  # the variant's loss: the empty set left out
     """sum over non-empty S of |I_and(S)| for fn(x_S) = prod tanh(x_S @ w), by loops in float64."""
     n = len(x)
     v = []
@@ -162,6 +163,8 @@ def test_learn_baseline_matches_numpy_loop():
         lr=lr,
         bound=bound,
         fn_args=(w,),
+        momentum=0.9,  # the variant: momentum, empty set left out (the default is the lab's, see
+        include_empty=False,  # test_lab_transcription.py)
     )
     w64, x64 = w.astype(np.float64), x.astype(np.float64)
     ref, buf, ref_losses = np.zeros(3), np.zeros(3), []
@@ -209,3 +212,74 @@ def test_no_recompile_across_steps_and_hyperparameters():
     for steps, lr, q_bound, merge in [(7, 1e-2, 0.02, True), (3, 1e-4, 0.1, False)]:
         it.extract_and_or(v, steps=steps, lr=lr, q_bound=q_bound, merge_singletons=merge)
     assert _extract._cache_size() == before
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_error_extract_non_finite_values(bad):
+    v = np.zeros(8, np.float32)
+    v[5] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        it.extract_and_or(v, steps=2)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"lr": np.nan}, "lr must be a finite number"),
+    ({"q_bound": np.nan}, "q_bound must be a non-negative"),
+    ({"momentum": 1.0}, r"momentum must lie in \[0, 1\)"),
+    ({"momentum": -0.1}, r"momentum must lie in \[0, 1\)"),
+])  # fmt: skip
+def test_error_extract_hyperparameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        it.extract_and_or(np.zeros(8), steps=2, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"lr": np.nan}, "lr must be a finite number"),
+    ({"bound": np.nan}, "bound must be non-negative"),
+    ({"momentum": 1.5}, r"momentum must lie in \[0, 1\)"),
+    ({"batch_size": 2.5}, "batch_size must be a positive integer"),
+])  # fmt: skip
+def test_error_learn_baseline_hyperparameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        it.learn_baseline(lambda xs: xs.sum(), np.zeros(2), np.zeros(2), [[0], [1]], **kwargs)
+
+
+def test_shapley_values_of_and_or_sum_to_the_matched_game():
+    # The AND-OR dividends rebuild v + q, so efficiency holds for v + q, not for v (q != 0 here).
+    v = np.random.default_rng(12).normal(size=(3, 2**5)).astype(np.float32)
+    with jax.enable_x64(True):
+        v64 = v.astype(np.float64)
+        res = it.extract_and_or(v64, q_bound=0.1, steps=300, lr=1e-2)
+        phi = np.asarray(it.shapley_values(res.i_and, res.i_or))
+        g = v64 + np.asarray(res.q)
+        np.testing.assert_allclose(phi.sum(-1), g[:, -1] - g[:, 0], atol=1e-10)
+        assert np.abs(np.asarray(res.q)[:, [0, -1]]).max() > 1e-4  # q moves v(N) or v(empty): v alone fails
+        assert np.abs(phi.sum(-1) - (v64[:, -1] - v64[:, 0])).max() > 1e-5
+
+
+def test_shared_interactions_find_the_common_pattern():
+    # Two models that share one AND interaction {0, 1} plus small model-specific noise: the shared pattern is
+    # the strongest interaction of both, and universal matching holds for each model.
+    n = 4
+    rng = np.random.default_rng(13)
+    shared = np.zeros(2**n)
+    shared[0b0011] = 2.0
+    v = np.stack([np.asarray(it.harsanyi_inverse(shared), np.float64) + 0.05 * rng.normal(size=2**n)
+                  for _ in range(2)])  # fmt: skip
+    with jax.enable_x64(True):
+        res = it.extract_shared_and_or(v, q_bound=0.04, steps=500, lr=1e-3)
+        assert res.i_and.shape == (2, 2**n) and res.p_share.shape == (2**n,)
+        for m in range(2):
+            strongest = int(np.argmax(np.abs(np.asarray(res.i_and[m]) + np.asarray(res.i_or[m]))))
+            assert strongest == 0b0011
+            rebuilt = it.and_or_to_game(res.i_and[m], res.i_or[m])
+            np.testing.assert_allclose(rebuilt, v[m] + res.q[m], atol=1e-9)
+
+
+def test_error_shared_inputs():
+    with pytest.raises(ValueError, match="one value per model"):
+        it.extract_shared_and_or(np.zeros((2, 8)), p_bound=[0.1, 0.2, 0.3], steps=2)
+    with pytest.raises(ValueError, match="alpha weighs"):
+        it.extract_shared_and_or(np.zeros((2, 8)), alpha=1.5, steps=2)
+    with pytest.raises(ValueError, match=r"\[M, \.\.\., 2\^n\]"):
+        it.extract_shared_and_or(np.zeros(8), steps=2)

@@ -236,3 +236,62 @@ def test_sharded_accepts_arrays_committed_to_one_device():
         fn, x, np.zeros(4, np.float32), players, batch_size=8, fn_args=(w,), mesh=mesh
     )
     np.testing.assert_allclose(sharded, single, atol=1e-6)
+
+
+def test_error_empty_player_group():
+    with pytest.raises(ValueError, match="player 1 is an empty group"):
+        it.evaluate_subsets(lambda xs: xs.sum(), np.zeros(3), np.zeros(3), [[0], [], [2]])
+    with pytest.raises(ValueError, match="player 1 owns none"):
+        it.player_matrix(np.array([[True, False], [False, False]]), (2,))
+
+
+@pytest.mark.parametrize("batch_size", [2.5, "8", 0, True])
+def test_error_batch_size_not_a_positive_integer(batch_size):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        it.evaluate_subsets(lambda xs: xs.sum(), np.zeros(2), np.zeros(2), [[0], [1]], batch_size=batch_size)
+
+
+def test_error_non_finite_model_outputs():
+    with pytest.raises(ValueError, match="NaN or infinite values on 2 of the 4"):
+        it.evaluate_subsets(lambda xs: jnp.log(xs[0]), np.ones(2), np.zeros(2), [[0], [1]])
+
+
+def test_error_label_outside_the_classes():
+    logits = np.zeros((2, 3), np.float32)
+    for label in (3, -1):
+        with pytest.raises(ValueError, match=r"class index in \[0, 3\)"):
+            it.log_odds(logits, label)
+        with pytest.raises(ValueError, match=r"class index in \[0, 3\)"):
+            it.logit(logits, label)
+    # Under jit the label is traced: NaN, which evaluate_subsets reports.
+    with pytest.raises(ValueError, match="label outside the classes"):
+        it.evaluate_subsets(
+            lambda xs, y: it.log_odds(jnp.stack([xs[0], xs[1], -xs[0]]), y),
+            np.ones(2), np.zeros(2), [[0], [1]], fn_args=(jnp.asarray(-1),),
+        )  # fmt: skip
+
+
+def test_explicit_mesh_from_make_mesh_with_padding():
+    # jax.make_mesh defaults to Explicit axes; 2^2 = 4 subsets on 8 devices need padding.
+    mesh = jax.make_mesh((8,), ("data",))
+    x = np.array([1.0, 2.0], np.float32)
+    fn = lambda xs: (xs**2).sum() + xs[0] * xs[1]  # noqa: E731
+    v = it.evaluate_subsets(fn, x, np.zeros(2, np.float32), [[0], [1]], batch_size=16, mesh=mesh)
+    ref = it.evaluate_subsets(fn, x, np.zeros(2, np.float32), [[0], [1]])
+    np.testing.assert_allclose(v, ref)
+
+
+def test_host_model_route():
+    # A scikit-learn style host function (numpy only): the traced route says what to do, the host route works.
+    w = np.array([0.5, -1.0, 2.0])
+
+    def host(xs):
+        return np.tanh(np.asarray(xs) @ w)  # np.asarray fails on a tracer
+
+    x, b = np.array([1.0, 2.0, 3.0]), np.zeros(3)
+    with pytest.raises(ValueError, match="evaluate_subsets_host"):
+        it.evaluate_subsets(host, x, b, [[0], [1, 2]])
+    v = it.evaluate_subsets_host(host, x, b, [[0], [1, 2]], batch_size=3)
+    ref = it.evaluate_subsets(lambda xs: jnp.tanh(xs @ w), x, b, [[0], [1, 2]])
+    np.testing.assert_allclose(v, ref, atol=1e-6)
+    assert it.masked_inputs_host(x, b, [[0], [1, 2]]).shape == (4, 3)

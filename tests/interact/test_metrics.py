@@ -12,7 +12,7 @@ def popcount(m):
 
 def naive_strengths(i_and, i_or, threshold):
     n = len(i_and).bit_length() - 1
-    tau = threshold * max(np.abs(i_and).max(), np.abs(i_or).max())
+    tau = threshold * max(np.abs(i_and[1:]).max(), np.abs(i_or[1:]).max())  # the empty set is no interaction
     pos, neg = np.zeros(n), np.zeros(n)
     for part in (i_and, i_or):
         for s in range(1, 2**n):
@@ -106,3 +106,31 @@ def test_error_jaccard_shapes():
         it.jaccard_by_order(np.zeros((3, 8)), np.zeros((3, 16)))
     with pytest.raises(ValueError, match="not a power of two"):
         it.jaccard_by_order(np.zeros((3, 6)), np.zeros((3, 6)))
+
+
+def test_empty_set_is_not_salient_and_does_not_set_the_threshold():
+    # A large output at the baseline (I(empty) = 100) would set tau = 5 and hide every interaction.
+    i_and = np.array([100.0, 1.0, -0.04, 0.06, 0.5, -2.0, 0.0, 0.09], np.float32)
+    m = it.salient_mask(i_and, threshold=0.05)  # tau = 0.05 * 2 = 0.1 over the non-empty S
+    assert m.tolist() == [False, True, False, False, True, True, False, False]
+    old = it.salient_mask(i_and, threshold=0.05, include_empty=True)  # tau = 5: only the empty set
+    assert old.tolist() == [True] + [False] * 7
+    pos, neg = it.order_strengths(i_and, threshold=0.05)
+    np.testing.assert_allclose(pos, [1.5, 0.0, 0.0], atol=1e-6)  # subsets {0}: 1.0 and {2}: 0.5
+    np.testing.assert_allclose(neg, [0.0, -2.0, 0.0], atol=1e-6)
+    pos_old, neg_old = it.order_strengths(i_and, threshold=0.05, include_empty=True)
+    np.testing.assert_array_equal(pos_old, 0.0)
+    np.testing.assert_array_equal(neg_old, 0.0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_error_order_strengths_non_finite(bad):
+    i_and = np.ones(8, np.float32)
+    i_and[3] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        it.order_strengths(i_and)
+
+
+def test_error_jaccard_without_samples():
+    with pytest.raises(ValueError, match="at least one train and one test sample"):
+        it.jaccard_by_order(np.zeros((3, 8)), np.zeros((0, 8)))

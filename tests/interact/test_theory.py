@@ -100,3 +100,15 @@ def test_error_sigma_negative():
 def test_error_w_star_rank():
     with pytest.raises(ValueError, match="one vector"):
         it.noisy_triggering_weights(np.zeros((2, 4)), 0.1)
+
+
+def test_error_theory_size_guard():
+    with pytest.raises(ValueError, match="at most n = 12 players"):
+        it.gram_matrix(16)
+    with pytest.raises(ValueError, match="at most n = 12 players"):
+        it.noisy_triggering_weights(np.zeros(2**13), 0.1)
+
+
+def test_random_interaction_strength_is_binomial():
+    s = it.random_interaction_strength(6)
+    np.testing.assert_allclose(s / s.sum(), [6, 15, 20, 15, 6, 1] / np.float64(63))
