@@ -39,6 +39,8 @@ import jaxzoo
 from jaxzoo.nn import DenseGeneral, LayerNorm, dot_product_attention
 
 _ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+# Backbones with BERT's layer stack: they differ only in how position ids are counted (see `position_ids`).
+MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +61,11 @@ class BertConfig(jaxzoo.Config):
     pad_token_id: int = 0  # id of [PAD]
     precision: jaxzoo.Precision = jaxzoo.Precision()  # param/compute dtypes (float64 for exactness tests)
     remat: bool = False  # rematerialise each layer in the backward pass (saves activation memory)
+    model_type: str = "bert"  # "bert", or "roberta"/"xlm-roberta" (positions counted from pad_token_id + 1)
 
     def __post_init__(self):
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"BertConfig.model_type must be one of {MODEL_TYPES}, got {self.model_type!r}.")
         for name in ("vocab_size", "hidden_size", "num_heads", "intermediate_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"BertConfig.{name} must be positive, got {getattr(self, name)}.")
@@ -84,6 +89,13 @@ class BertConfig(jaxzoo.Config):
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @property
+    def max_length(self) -> int:
+        """Longest sequence the position table covers (RoBERTa's first pad_token_id + 1 rows are unused)."""
+        if self.model_type == "bert":
+            return self.max_position_embeddings
+        return self.max_position_embeddings - self.pad_token_id - 1
 
     @classmethod
     def minilm(cls, **changes) -> BertConfig:
@@ -115,8 +127,29 @@ class BertConfig(jaxzoo.Config):
         )
 
     @classmethod
+    def xlm_roberta(cls, **changes) -> BertConfig:
+        """XLM-RoBERTa base (jina-colbert-v2's family): vocabulary 250002, 514 positions, pad id 1, 1 type."""
+        return cls.bert_base(
+            **{
+                "model_type": "xlm-roberta",
+                "vocab_size": 250002,
+                "max_position_embeddings": 514,
+                "type_vocab_size": 1,
+                "layer_norm_eps": 1e-5,
+                "pad_token_id": 1,
+                **changes,
+            }
+        )
+
+    @classmethod
     def from_hf(cls, hf: dict[str, Any], **overrides) -> BertConfig:
-        """Build from a Hugging Face BERT config.json dict."""
+        """Build from a Hugging Face BERT, RoBERTa or XLM-RoBERTa config.json dict."""
+        model_type = hf.get("model_type", "bert")
+        if model_type not in MODEL_TYPES:
+            raise ValueError(
+                f"Only BERT-style backbones {MODEL_TYPES} are supported; the config.json holds model_type "
+                f"{model_type!r}."
+            )
         if hf.get("position_embedding_type", "absolute") != "absolute":
             raise ValueError(
                 f"Only absolute position embeddings are supported, the config asks for "
@@ -135,14 +168,15 @@ class BertConfig(jaxzoo.Config):
             hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
             attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
             pad_token_id=hf.get("pad_token_id", 0) or 0,
+            model_type=model_type,
         )
         kwargs.update(overrides)
         return cls(**kwargs)
 
     def to_hf(self) -> dict[str, Any]:
-        """The Hugging Face config.json dict (model_type "bert")."""
+        """The Hugging Face config.json dict (model_type `self.model_type`)."""
         return {
-            "model_type": "bert",
+            "model_type": self.model_type,
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
             "num_hidden_layers": self.num_layers,
@@ -175,6 +209,8 @@ class ColBERTConfig(jaxzoo.Config):
     doc_maxlen: int = 180  # documents are truncated to at most this many tokens
     mask_punctuation: bool = True  # drop punctuation tokens of documents from the MaxSim mask
     attend_to_mask_tokens: bool = False  # let the BERT attend to the [MASK] query padding
+    # The markers are vocabulary tokens (ColBERT's `query_token_id`/`doc_token_id` in artifact.metadata, which
+    # shows them as "[Q]"/"[D]"; PyLate folders use added tokens "[Q] "/"[D] "); "" inserts no marker.
     query_token: str = "[unused0]"  # the [Q] marker inserted after [CLS] in queries
     doc_token: str = "[unused1]"  # the [D] marker inserted after [CLS] in documents
 
@@ -183,12 +219,12 @@ class ColBERTConfig(jaxzoo.Config):
             raise ValueError(f"ColBERTConfig.bert must be a BertConfig, got {type(self.bert).__name__}.")
         if self.dim < 1:
             raise ValueError(f"ColBERTConfig.dim must be positive, got {self.dim}.")
-        for name in ("query_maxlen", "doc_maxlen"):
-            value = getattr(self, name)
-            if not 4 <= value <= self.bert.max_position_embeddings:
+        for name, marker in (("query_maxlen", self.query_token), ("doc_maxlen", self.doc_token)):
+            value, low = getattr(self, name), 3 + bool(marker)
+            if not low <= value <= self.bert.max_length:
                 raise ValueError(
-                    f"ColBERTConfig.{name} must lie in [4, {self.bert.max_position_embeddings}] (room for "
-                    f"[CLS], the marker, one token and [SEP]), got {value}."
+                    f"ColBERTConfig.{name} must lie in [{low}, {self.bert.max_length}] (room for [CLS], the "
+                    f"marker, one token and [SEP]), got {value}."
                 )
 
     @classmethod
@@ -228,6 +264,19 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
     # rsqrt(max(|x|^2, eps^2)) == 1 / max(|x|, eps), but its gradient at x = 0 (padding) is 0, not NaN.
     inv = jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.square(xf), -1, keepdims=True), eps * eps))
     return (xf * inv).astype(x.dtype)
+
+
+def position_ids(input_ids: jax.Array, config: BertConfig) -> jax.Array:
+    """Rows of the position table each token reads, [B, L] int32.
+
+    BERT: 0, 1, ..., L-1. RoBERTa / XLM-RoBERTa (transformers `create_position_ids_from_input_ids`): tokens
+    that are not [PAD] count from pad_token_id + 1, [PAD] tokens read row pad_token_id.
+    """
+    length = input_ids.shape[1]
+    if config.model_type == "bert":
+        return jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), input_ids.shape)
+    real = (input_ids != config.pad_token_id).astype(jnp.int32)
+    return jnp.cumsum(real, axis=1) * real + config.pad_token_id
 
 
 def colbert_project(hidden: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -277,9 +326,8 @@ class BertEmbeddings(nn.Module):
         words = table(cfg.vocab_size, ("vocab", "embed"), "word_embeddings")
         positions = table(cfg.max_position_embeddings, (None, "embed"), "position_embeddings")
         types = table(cfg.type_vocab_size, (None, "embed"), "token_type_embeddings")
-        length = input_ids.shape[1]
         h = jnp.take(words, input_ids, axis=0) + jnp.take(types, token_type_ids, axis=0)  # [B, L, E]
-        h = h + positions[None, :length]
+        h = h + jnp.take(positions, position_ids(input_ids, cfg), axis=0)
         h = _layer_norm(cfg, "ln")(h)
         h = nn.Dropout(cfg.hidden_dropout)(h, deterministic=deterministic)
         return h.astype(cfg.precision.dtype_for("residual"))
@@ -345,10 +393,8 @@ class BertModel(nn.Module):
                 f"attention_mask {tuple(attention_mask.shape)} and token_type_ids "
                 f"{tuple(token_type_ids.shape)} must have the shape of input_ids {tuple(input_ids.shape)}."
             )
-        if input_ids.shape[1] > cfg.max_position_embeddings:
-            raise ValueError(
-                f"Sequences may have at most {cfg.max_position_embeddings} tokens, got {input_ids.shape[1]}."
-            )
+        if input_ids.shape[1] > cfg.max_length:
+            raise ValueError(f"Sequences may have at most {cfg.max_length} tokens, got {input_ids.shape[1]}.")
         h = BertEmbeddings(cfg, name="embed")(input_ids, token_type_ids, deterministic)
         self.sow("intermediates", "embeddings", h)
         layer_cls = nn.remat(BertLayer, static_argnums=(3,)) if cfg.remat else BertLayer

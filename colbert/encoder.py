@@ -1,18 +1,33 @@
 """Load and save Hugging Face BERT/ColBERT folders, and `Encoder`: tokenise + encode text in batches.
 
-A Hugging Face folder holds config.json, model.safetensors (or pytorch_model.bin) and tokenizer files.
-Stanford ColBERT checkpoints (`HF_ColBERT`) prefix the BERT keys with "bert." and add `linear.weight`
-[dim, hidden]; plain BERTs (all-MiniLM-L6-v2) have neither, and get a freshly initialised head.
+`Encoder.from_pretrained` reads three layouts (backbones: BERT, RoBERTa, XLM-RoBERTa):
+
+- **Stanford ColBERT** (`HF_ColBERT`): config.json, model.safetensors or pytorch_model.bin with the backbone
+  keys prefixed "bert." (or "roberta.") and the head `linear.weight` [dim, hidden], and `artifact.metadata`,
+  ColBERT's config as JSON (stanford-futuredata/ColBERT `infra/config/settings.py`, `base_config.py`). The
+  markers are stored as vocabulary tokens, `query_token_id: "[unused0]"`, `doc_token_id: "[unused1]"`, with
+  `query_token: "[Q]"` / `doc_token: "[D]"` only their display names; we read `*_token_id` (an integer there,
+  as older jaxzoo folders wrote, is looked up in the vocabulary) and `query_maxlen`, `doc_maxlen`, `dim`,
+  `mask_punctuation`, `attend_to_mask_tokens`.
+- **PyLate** (sentence-transformers): modules.json naming a Transformer module (the backbone folder) and
+  Dense modules (`1_Dense/config.json` + weights `linear.weight` [out, in], optional `residual.weight`),
+  chained into one head; `config_sentence_transformers.json` gives `query_prefix` / `document_prefix` (the
+  marker tokens, "[Q] " / "[D] " by default, added to the tokenizer), `query_length`, `document_length`,
+  `attend_to_expansion_tokens`, `skiplist_words`, `do_query_expansion` (lightonai/pylate
+  `models/colbert.py`, `models/Dense.py`).
+- a plain backbone (all-MiniLM-L6-v2): no head, so a freshly initialised one, with a warning.
 
 We save in the Stanford ColBERT layout ("bert.*" + "linear.weight" in model.safetensors, config.json with
-architectures ["HF_ColBERT"], artifact.metadata, tokenizer files), which transformers' `BertModel`
-(prefix stripped), PyLate (`Dense.from_stanford_weights` reads `linear.weight`) and this loader read.
+architectures ["HF_ColBERT"], artifact.metadata as ColBERT writes it, tokenizer files), which transformers
+(prefix stripped), ColBERT (`Checkpoint`), PyLate (`Dense.from_stanford_weights` + the metadata) and this
+loader read.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import string
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +39,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from colbert.bert import BertConfig, BertModel, ColBERTConfig, colbert_project
-from colbert.tokenize import ColBERTTokenizer
+from colbert.tokenize import ColBERTTokenizer, load_tokenizer
+
+# Prefixes of the backbone keys in Stanford `HF_ColBERT` checkpoints (the backbone's base_model_prefix).
+_PREFIXES = {"bert": "bert.", "roberta": "roberta.", "xlm-roberta": "roberta."}
 
 # ----------------------------------------------------------------------------------------------------
 # Weight conversion: Hugging Face state dict <-> our parameter tree.
@@ -32,8 +50,10 @@ from colbert.tokenize import ColBERTTokenizer
 
 def hf_to_params(state: dict[str, np.ndarray], config: BertConfig) -> dict:
     """Hugging Face `BertModel` weights (keys with or without "bert.") -> `BertModel` params (numpy f32)."""
-    if any(k.startswith("bert.") for k in state):
-        state = {k[len("bert.") :]: v for k, v in state.items() if k.startswith("bert.")}
+    for prefix in ("bert.", "roberta."):
+        if any(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            break
     e, h, dh = config.hidden_size, config.num_heads, config.head_dim
 
     def get(key, shape=None):
@@ -119,6 +139,143 @@ def params_to_hf(params: dict, config: BertConfig, prefix: str = "") -> dict[str
     return {prefix + k: v for k, v in out.items()}
 
 
+def _read_json(path: Path) -> dict:
+    """A JSON object from a file, or a ValueError naming the file."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(value).__name__}.")
+    return value
+
+
+def _field(source: Path, data: dict, key: str, kind, default=None):
+    """data[key] checked to be of `kind` (bool is not an int), or `default` when absent / null."""
+    value = data.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        name = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ValueError(f"{source}: field {key!r} must be {name}, got {value!r}.")
+    return value
+
+
+def read_stanford_metadata(path: Path, tokenizer) -> dict:
+    """ColBERTConfig fields from a Stanford `artifact.metadata` (see the module docstring).
+
+    tokenizer: the raw `tokenizers.Tokenizer`, to turn integer marker ids into their tokens.
+    """
+    meta = _read_json(path)
+    if isinstance(meta.get("config"), dict):  # ColBERT's `from_path` accepts a {"config": {...}} wrapper
+        meta = meta["config"]
+    out = {}
+    for field, key in (("query_token", "query_token_id"), ("doc_token", "doc_token_id")):
+        value = _field(path, meta, key, (str, int))
+        if isinstance(value, int) and not isinstance(value, bool):
+            token = tokenizer.id_to_token(value)
+            if token is None:
+                raise ValueError(
+                    f"{path}: field {key!r} = {value} is not an id of the tokenizer's vocabulary."
+                )
+            value = token
+        if value is not None:
+            out[field] = value
+    for key in ("query_maxlen", "doc_maxlen", "dim"):
+        value = _field(path, meta, key, int)
+        if value is not None:
+            if value < 1:
+                raise ValueError(f"{path}: field {key!r} must be a positive int, got {value}.")
+            out[key] = value
+    for key in ("mask_punctuation", "attend_to_mask_tokens"):
+        value = _field(path, meta, key, bool)
+        if value is not None:
+            out[key] = value
+    similarity = _field(path, meta, "similarity", str, "cosine")
+    if similarity != "cosine":
+        raise ValueError(f"{path}: only similarity 'cosine' is supported, got {similarity!r}.")
+    return out
+
+
+def read_pylate_config(path: Path) -> dict:
+    """ColBERTConfig fields from PyLate's `config_sentence_transformers.json` (see the module docstring)."""
+    cfg = _read_json(path)
+    out = {}
+    for field, key in (("query_token", "query_prefix"), ("doc_token", "document_prefix")):
+        value = _field(path, cfg, key, str)
+        if value is not None:
+            out[field] = value
+    for field, key in (("query_maxlen", "query_length"), ("doc_maxlen", "document_length")):
+        value = _field(path, cfg, key, int)
+        if value is not None:
+            out[field] = value
+    attend = _field(path, cfg, "attend_to_expansion_tokens", bool)
+    if attend is not None:
+        out["attend_to_mask_tokens"] = attend
+    if _field(path, cfg, "do_query_expansion", bool, True) is False:
+        warnings.warn(
+            f"{path} sets do_query_expansion false; this encoder always pads queries with [MASK] and scores "
+            "every query position (ColBERT's query augmentation).",
+            stacklevel=3,
+        )
+    skip = _field(path, cfg, "skiplist_words", list)
+    if skip is not None:
+        if not skip:
+            out["mask_punctuation"] = False
+        elif sorted(skip) != sorted(string.punctuation):
+            warnings.warn(
+                f"{path} lists skiplist_words other than string.punctuation; punctuation is masked instead.",
+                stacklevel=3,
+            )
+    return out
+
+
+def read_dense_modules(path: Path, modules: list[dict]) -> np.ndarray | None:
+    """The chained PyLate/sentence-transformers Dense modules as one head kernel [E, dim], or None if none.
+
+    Each module maps x -> act(x W^T + b) (+ x R^T with `use_residual`); with the Identity activation and no
+    bias the chain is linear, so its kernels multiply into one. Other modules (Pooling, Normalize) are
+    skipped, as PyLate does.
+    """
+    kernel = None
+    for module in modules:
+        if not str(module.get("type", "")).endswith("Dense"):
+            continue
+        folder = path / str(module.get("path", ""))
+        cfg_file = folder / "config.json"
+        if not cfg_file.exists():
+            raise ValueError(f"The Dense module {folder} has no config.json.")
+        cfg = _read_json(cfg_file)
+        n_in, n_out = _field(cfg_file, cfg, "in_features", int), _field(cfg_file, cfg, "out_features", int)
+        act = _field(cfg_file, cfg, "activation_function", str, "torch.nn.modules.linear.Identity")
+        if not act.endswith("Identity"):
+            raise ValueError(
+                f"{cfg_file}: only the Identity activation is supported in a ColBERT head, got {act!r}."
+            )
+        state = _read_state_dict(folder)
+        if "linear.weight" not in state:
+            raise ValueError(f"The Dense module {folder} has no weight 'linear.weight'.")
+        w = np.asarray(state["linear.weight"], np.float64)  # [out, in]
+        if w.shape != (n_out, n_in):
+            raise ValueError(
+                f"{folder}: linear.weight has shape {w.shape}, its config.json says {(n_out, n_in)}."
+            )
+        if _field(cfg_file, cfg, "bias", bool, True) and "linear.bias" in state:
+            if np.any(np.asarray(state["linear.bias"]) != 0):
+                raise ValueError(
+                    f"{folder}: a Dense bias is not supported in a ColBERT head (it is nonzero)."
+                )
+        k = w.T  # [in, out]
+        if _field(cfg_file, cfg, "use_residual", bool, False):
+            k = k + (np.asarray(state["residual.weight"], np.float64).T if n_in != n_out else np.eye(n_in))
+        if kernel is not None and kernel.shape[1] != k.shape[0]:
+            raise ValueError(
+                f"{folder}: in_features {k.shape[0]} does not follow the previous Dense's output."
+            )
+        kernel = k if kernel is None else kernel @ k
+    return None if kernel is None else kernel.astype(np.float32)
+
+
 def _read_state_dict(path: Path) -> dict[str, np.ndarray]:
     if (path / "model.safetensors").exists():
         from safetensors.numpy import load_file
@@ -183,34 +340,54 @@ class Encoder:
 
     @classmethod
     def from_pretrained(cls, path, *, dim: int | None = None, seed: int = 0, **overrides) -> Encoder:
-        """Read a local Hugging Face folder (BERT or Stanford ColBERT checkpoint).
+        """Read a local Stanford ColBERT, PyLate or plain backbone folder (see the module docstring).
 
-        `dim` sets the head size when the checkpoint has no `linear.weight` (default 128); `overrides` set
-        other `ColBERTConfig` fields (query_maxlen, doc_maxlen, ...), after those in artifact.metadata.
+        `dim` sets the head size when the checkpoint has no head (default 128); `overrides` set other
+        `ColBERTConfig` fields (query_maxlen, doc_maxlen, ...), after those the folder's metadata gives.
         """
         path = Path(path)
-        if not (path / "config.json").exists():
-            raise ValueError(f"{path} is not a Hugging Face model folder: it has no config.json.")
-        hf = json.loads((path / "config.json").read_text())
-        if hf.get("model_type", "bert") != "bert":
-            raise ValueError(
-                f"Only BERT backbones are supported, {path} holds model_type {hf['model_type']!r}."
-            )
+        if not path.is_dir():
+            raise ValueError(f"{path} is not a folder; expected a Hugging Face / PyLate model folder.")
+        settings, linear, backbone = {}, None, path
+        if (path / "modules.json").exists():  # PyLate / sentence-transformers
+            modules = json.loads((path / "modules.json").read_text())
+            if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+                raise ValueError(f"{path}/modules.json must be a list of module entries.")
+            transformer = [m for m in modules if str(m.get("type", "")).endswith("Transformer")]
+            if transformer:
+                backbone = path / str(transformer[0].get("path", ""))
+            linear = read_dense_modules(path, modules)
+            if (path / "config_sentence_transformers.json").exists():
+                settings.update(read_pylate_config(path / "config_sentence_transformers.json"))
+        if not (backbone / "config.json").exists():
+            raise ValueError(f"{backbone} is not a Hugging Face model folder: it has no config.json.")
+        hf = _read_json(backbone / "config.json")
         bert_cfg = BertConfig.from_hf(hf)
-        state = _read_state_dict(path)
-        meta = {}
-        if (path / "artifact.metadata").exists():
-            meta = json.loads((path / "artifact.metadata").read_text())
-        known = {f.name for f in ColBERTConfig.__dataclass_fields__.values()} - {"bert", "dim"}
-        kwargs = {k: v for k, v in meta.items() if k in known}
-        kwargs.update(overrides)
-        if "linear.weight" in state:
+        state = _read_state_dict(backbone)
+        raw_tokenizer = load_tokenizer(backbone if (backbone / "tokenizer.json").exists() else path)
+        meta_dim = None
+        if (path / "artifact.metadata").exists():  # Stanford ColBERT
+            meta = read_stanford_metadata(path / "artifact.metadata", raw_tokenizer)
+            meta_dim = meta.pop("dim", None)
+            settings.update(meta)
+        if linear is None and "linear.weight" in state:
             linear = np.asarray(state["linear.weight"], np.float32).T  # [E, dim]
+        if linear is not None:
+            if meta_dim is not None and meta_dim != linear.shape[1]:
+                raise ValueError(
+                    f"{path}/artifact.metadata: field 'dim' is {meta_dim}, but the head has {linear.shape[1]} "
+                    "outputs."
+                )
             if dim is not None and dim != linear.shape[1]:
                 raise ValueError(f"The checkpoint's head has dim {linear.shape[1]}, but dim={dim} was asked.")
+            if linear.shape[0] != bert_cfg.hidden_size:
+                raise ValueError(
+                    f"The checkpoint's head reads {linear.shape[0]} features, the backbone has width "
+                    f"{bert_cfg.hidden_size}."
+                )
             dim = linear.shape[1]
         else:
-            dim = 128 if dim is None else dim
+            dim = (meta_dim or 128) if dim is None else dim
             warnings.warn(
                 f"{path} has no ColBERT head (linear.weight); initialising a random [{bert_cfg.hidden_size}, "
                 f"{dim}] projection (seed {seed}). Fine-tune it or expect weaker retrieval.",
@@ -219,9 +396,10 @@ class Encoder:
             linear = np.asarray(
                 nn.initializers.normal(0.02)(jax.random.key(seed), (bert_cfg.hidden_size, dim), jnp.float32)
             )
-        config = ColBERTConfig(bert=bert_cfg, dim=dim, **kwargs)
+        settings.update(overrides)
+        config = ColBERTConfig(bert=bert_cfg, dim=dim, **settings)
         params = hf_to_params(state, bert_cfg)
-        tokenizer = ColBERTTokenizer.from_pretrained(path, config)
+        tokenizer = ColBERTTokenizer(raw_tokenizer, config, source=backbone)
         return cls(config, params, linear, tokenizer)
 
     def save_pretrained(self, path) -> Path:
@@ -233,20 +411,23 @@ class Encoder:
         cfg = self.config
         hf = {"architectures": ["HF_ColBERT"], **cfg.bert.to_hf()}
         (path / "config.json").write_text(json.dumps(hf, indent=2))
-        state = params_to_hf(jax.device_get(self.params), cfg.bert, prefix="bert.")
+        prefix = _PREFIXES[cfg.bert.model_type]
+        state = params_to_hf(jax.device_get(self.params), cfg.bert, prefix=prefix)
         state["linear.weight"] = np.ascontiguousarray(np.asarray(self.linear, np.float32).T)
         save_file(state, str(path / "model.safetensors"))
+        # As ColBERT's `save_for_checkpoint`: the markers as vocabulary tokens, "[Q]"/"[D]" display names.
         meta = {
-            "query_token_id": self.tokenizer.query_token_id,
-            "doc_token_id": self.tokenizer.doc_token_id,
-            "query_token": cfg.query_token,
-            "doc_token": cfg.doc_token,
+            "query_token_id": cfg.query_token,
+            "doc_token_id": cfg.doc_token,
+            "query_token": "[Q]",
+            "doc_token": "[D]",
             "query_maxlen": cfg.query_maxlen,
             "doc_maxlen": cfg.doc_maxlen,
             "dim": cfg.dim,
             "mask_punctuation": cfg.mask_punctuation,
             "attend_to_mask_tokens": cfg.attend_to_mask_tokens,
             "similarity": "cosine",
+            "interaction": "colbert",
         }
         (path / "artifact.metadata").write_text(json.dumps(meta, indent=2))
         self.tokenizer.save(path)
@@ -311,6 +492,9 @@ class Encoder:
         self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = True, output: str = "colbert"
     ) -> np.ndarray:
         """Query token vectors [N, query_maxlen, dim] float32 (all positions are scored, [MASK]s too).
+
+        With a head not trained for query expansion (a plain backbone such as MiniLM), pass the attention
+        mask `self.tokenize_queries(texts)[1]` as q_mask to `Index.search` / `maxsim` (see `Index.search`).
 
         output="hidden" returns the BERT's last hidden states [N, query_maxlen, E] instead (e.g. to train
         the head on a frozen BERT: `colbert_project(hidden, kernel)` gives the vectors).

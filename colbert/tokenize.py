@@ -9,7 +9,10 @@ Rules (stanford-futuredata/ColBERT `query_tokenization.py` / `doc_tokenization.p
   the longest in the batch. The MaxSim mask drops padding and, with `mask_punctuation`, every token whose
   id is that of a `string.punctuation` symbol.
 
-[Q] and [D] are `[unused0]` / `[unused1]` of the BERT vocabulary (`ColBERTConfig.query_token`/`doc_token`).
+[Q] and [D] are `[unused0]` / `[unused1]` of the BERT vocabulary (`ColBERTConfig.query_token`/`doc_token`;
+PyLate folders use the added tokens "[Q] " / "[D] "; an empty marker inserts nothing, as PyLate's prefix "").
+Special tokens are BERT's ([CLS] [SEP] [MASK] [PAD]) or, for RoBERTa / XLM-RoBERTa vocabularies, <s> </s>
+<mask> <pad>.
 """
 
 from __future__ import annotations
@@ -26,6 +29,13 @@ from tokenizers import Tokenizer
 from colbert.bert import ColBERTConfig
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+# BERT's special tokens, then RoBERTa's: the first one the vocabulary holds is used.
+SPECIALS = {
+    "cls": ("[CLS]", "<s>"),
+    "sep": ("[SEP]", "</s>"),
+    "mask": ("[MASK]", "<mask>"),
+    "pad": ("[PAD]", "<pad>"),
+}
 
 
 class ColBERTTokenizer:
@@ -37,12 +47,10 @@ class ColBERTTokenizer:
         self._tok = tokenizer
         self._tok.no_padding()
         self._tok.no_truncation()
-        self.cls_id = self._id("[CLS]")
-        self.sep_id = self._id("[SEP]")
-        self.mask_id = self._id("[MASK]")
-        self.pad_id = self._id("[PAD]")
-        self.query_token_id = self._id(config.query_token)
-        self.doc_token_id = self._id(config.doc_token)
+        self.cls_id, self.sep_id, self.mask_id, self.pad_id = (self._special(k) for k in SPECIALS)
+        # None: no marker (an empty `query_token` / `doc_token`).
+        self.query_token_id = self._id(config.query_token) if config.query_token else None
+        self.doc_token_id = self._id(config.doc_token) if config.doc_token else None
         # ColBERT's skiplist: the first word piece of every punctuation symbol.
         skip = set()
         for symbol in string.punctuation:
@@ -57,23 +65,26 @@ class ColBERTTokenizer:
             raise ValueError(f"The tokenizer's vocabulary has no token {token!r}.")
         return i
 
+    def _special(self, kind: str) -> int:
+        for token in SPECIALS[kind]:
+            i = self._tok.token_to_id(token)
+            if i is not None:
+                return i
+        raise ValueError(f"The tokenizer's vocabulary has none of the {kind} tokens {SPECIALS[kind]}.")
+
     @classmethod
     def from_pretrained(cls, path, config: ColBERTConfig | None = None) -> ColBERTTokenizer:
         """Load from a folder holding tokenizer.json, or else vocab.txt (+ tokenizer_config.json)."""
         path = Path(path)
         config = ColBERTConfig() if config is None else config
-        if (path / "tokenizer.json").exists():
-            tok = Tokenizer.from_file(str(path / "tokenizer.json"))
-        elif (path / "vocab.txt").exists():
-            from tokenizers.implementations import BertWordPieceTokenizer
+        return cls(load_tokenizer(path), config, source=path)
 
-            lower = True
-            if (path / "tokenizer_config.json").exists():
-                lower = json.loads((path / "tokenizer_config.json").read_text()).get("do_lower_case", True)
-            tok = BertWordPieceTokenizer(str(path / "vocab.txt"), lowercase=lower)._tokenizer
-        else:
-            raise ValueError(f"{path} holds neither tokenizer.json nor vocab.txt.")
-        return cls(tok, config, source=path)
+    def token_for_id(self, i: int) -> str:
+        """The vocabulary token of id i (ValueError if there is none)."""
+        token = self._tok.id_to_token(int(i))
+        if token is None:
+            raise ValueError(f"The tokenizer's vocabulary has no id {i}.")
+        return token
 
     def save(self, path) -> None:
         """Write tokenizer.json (and copy vocab.txt / tokenizer_config.json / special tokens if known)."""
@@ -84,6 +95,17 @@ class ColBERTTokenizer:
                 if (self.source / name).exists():
                     shutil.copy(self.source / name, path / name)
         self._tok.save(str(path / "tokenizer.json"))
+        if not (path / "tokenizer_config.json").exists():
+            # transformers' AutoTokenizer (PyLate, ColBERT) needs the special tokens named.
+            bert = self._tok.id_to_token(self.cls_id) == "[CLS]"
+            names = {k: self._tok.id_to_token(getattr(self, f"{k}_id")) for k in SPECIALS}
+            unk = "[UNK]" if bert else "<unk>"
+            config = {
+                "tokenizer_class": "BertTokenizerFast" if bert else "XLMRobertaTokenizerFast",
+                **{f"{k}_token": v for k, v in names.items()},
+                **({"unk_token": unk} if self._tok.token_to_id(unk) is not None else {}),
+            }
+            (path / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
 
     def _pieces(self, texts: Sequence[str], limit: int) -> list[list[int]]:
         if isinstance(texts, str):
@@ -95,8 +117,9 @@ class ColBERTTokenizer:
         lq = self.config.query_maxlen
         ids = np.full((len(texts), lq), self.mask_id, np.int32)
         attn = np.full((len(texts), lq), int(self.config.attend_to_mask_tokens), np.int32)
-        for i, pieces in enumerate(self._pieces(texts, lq - 3)):
-            row = [self.cls_id, self.query_token_id, *pieces, self.sep_id]
+        marker = [] if self.query_token_id is None else [self.query_token_id]
+        for i, pieces in enumerate(self._pieces(texts, lq - 2 - len(marker))):
+            row = [self.cls_id, *marker, *pieces, self.sep_id]
             ids[i, : len(row)] = row
             attn[i, : len(row)] = 1
         return ids, attn
@@ -105,9 +128,10 @@ class ColBERTTokenizer:
         self, texts: Sequence[str], pad_to: int | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, attention_mask, maxsim_mask), int32 [N, L], L = the longest row or `pad_to`."""
+        marker = [] if self.doc_token_id is None else [self.doc_token_id]
         rows = [
-            [self.cls_id, self.doc_token_id, *p, self.sep_id]
-            for p in self._pieces(texts, self.config.doc_maxlen - 3)
+            [self.cls_id, *marker, *p, self.sep_id]
+            for p in self._pieces(texts, self.config.doc_maxlen - 2 - len(marker))
         ]
         longest = max((len(r) for r in rows), default=0)
         width = longest if pad_to is None else pad_to
@@ -133,3 +157,20 @@ class ColBERTTokenizer:
             ids[i, : len(row)] = row
             attn[i, : len(row)] = 1
         return ids, attn
+
+
+def load_tokenizer(path) -> Tokenizer:
+    """The raw `tokenizers.Tokenizer` of a folder: tokenizer.json, or else vocab.txt (+ tokenizer_config.json)."""
+    path = Path(path)
+    if (path / "tokenizer.json").exists():
+        tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+    elif (path / "vocab.txt").exists():
+        from tokenizers.implementations import BertWordPieceTokenizer
+
+        lower = True
+        if (path / "tokenizer_config.json").exists():
+            lower = json.loads((path / "tokenizer_config.json").read_text()).get("do_lower_case", True)
+        tok = BertWordPieceTokenizer(str(path / "vocab.txt"), lowercase=lower)._tokenizer
+    else:
+        raise ValueError(f"{path} holds neither tokenizer.json nor vocab.txt.")
+    return tok

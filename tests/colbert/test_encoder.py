@@ -117,7 +117,7 @@ def test_save_pretrained_round_trips_and_loads_in_transformers(tiny_hf, tiny_enc
     assert state["linear.weight"].shape == (8, 32)  # [dim, hidden], Stanford ColBERT / PyLate layout
     assert all(k.startswith("bert.") for k in state if k != "linear.weight")
     meta = json.loads((out / "artifact.metadata").read_text())
-    assert meta["query_maxlen"] == 8 and meta["doc_maxlen"] == 16 and meta["query_token_id"] == 1
+    assert meta["query_maxlen"] == 8 and meta["doc_maxlen"] == 16 and meta["query_token_id"] == "[unused0]"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the head is found now: no warning
         again = Encoder.from_pretrained(out)
@@ -179,11 +179,13 @@ def test_encode_mean_is_masked_mean_of_hidden_states(tiny_encoder):
 def test_not_a_model_folder_raises(tmp_path):
     with pytest.raises(ValueError, match="has no config.json"):
         Encoder.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="is not a folder"):
+        Encoder.from_pretrained(tmp_path / "missing")
 
 
 def test_non_bert_model_type_raises(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "roberta"}))
-    with pytest.raises(ValueError, match="Only BERT backbones are supported"):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "modernbert"}))
+    with pytest.raises(ValueError, match="Only BERT-style backbones"):
         Encoder.from_pretrained(tmp_path)
 
 
@@ -200,6 +202,7 @@ def test_weight_shape_mismatch_raises(tiny_hf, tmp_path):
     cfg["intermediate_size"] = 48
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     (tmp_path / "model.safetensors").write_bytes((path / "model.safetensors").read_bytes())
+    (tmp_path / "vocab.txt").write_text("\n".join(TINY_VOCAB) + "\n")
     with pytest.raises(ValueError, match="the config expects"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the missing-head warning comes first
         Encoder.from_pretrained(tmp_path, dim=8, query_maxlen=8, doc_maxlen=16)
