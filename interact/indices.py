@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from interact.ops import _float, _superset_sum, check_num_players, num_players, subset_sizes
+from interact.ops import _float, _superset_sum, check_num_players, num_players
 
 INDICES = ("Moebius", "Co-Moebius", "SII", "BII", "k-SII", "STII", "FSII", "FBII")
 
@@ -93,27 +93,42 @@ def _check_index(index, n, order):
 
 
 def _apply(m, sizes, w, supsum):
-    """index values on a family of subsets: m [..., F], sizes [F] (numpy), w [order+1, n+1] -> [..., F]."""
+    """index values on a family of subsets: m [..., F], sizes [F] (subset sizes), w [order+1, n+1] -> [..., F].
+
+    The distinct weight rows that are not the identity are applied together: one stacked superset sum
+    over [..., r, F] (Co-Moebius needs one row for every order, STII one), then each subset picks the row
+    of its size. Sizes are an array computed in the graph for the dense family, so no 2^n constant is
+    baked into the program.
+    """
     order = w.shape[0] - 1
-    out = jnp.zeros_like(m)
+    rows: list[np.ndarray] = []
+    pick = np.zeros(w.shape[1], np.int32)  # per size: 0 = the dividend itself, j + 1 = transformed row j
     for s in range(order + 1):
         row = w[s]
-        at_s = sizes == s
-        if not at_s.any():
+        if np.array_equal(row, np.eye(len(row))[s]):
             continue
-        if np.array_equal(row, np.eye(len(row))[s]):  # the dividends themselves: no transform
-            vals = m
-        else:
-            vals = supsum(m * jnp.asarray(row[sizes], m.dtype))
-        out = jnp.where(jnp.asarray(at_s), vals, out)
-    return out
+        match = [j for j, r in enumerate(rows) if np.array_equal(r, row)]
+        if not match:
+            rows.append(row)
+            match = [len(rows) - 1]
+        pick[s] = match[0] + 1
+    sizes = jnp.asarray(sizes)
+    keep = sizes <= order
+    if not rows:
+        return jnp.where(keep, m, 0.0)
+    weights = jnp.take(jnp.asarray(np.stack(rows), m.dtype), sizes, axis=1)  # [r, F]
+    stacked = jnp.concatenate([m[..., None, :], supsum(m[..., None, :] * weights)], axis=-2)  # [..., r+1, F]
+    choice = jnp.take(jnp.asarray(pick), sizes)  # [F]
+    out = jnp.take_along_axis(stacked, jnp.broadcast_to(choice, m.shape)[..., None, :], axis=-2)[..., 0, :]
+    return jnp.where(keep, out, 0.0)
 
 
 @partial(jax.jit, static_argnames=("index", "order"))
 def _index_impl(m, index, order):
     m = _float(m)
     n = num_players(m)
-    return _apply(m, subset_sizes(n), index_weights(index, n, order), lambda a: _superset_sum(a, n))
+    sizes = jax.lax.population_count(jnp.arange(2**n, dtype=jnp.int32))  # |S| of every subset index S
+    return _apply(m, sizes, index_weights(index, n, order), lambda a: _superset_sum(a, n))
 
 
 def interaction_index(interactions: jax.Array, index: str, order: int | None = None) -> jax.Array:
