@@ -33,7 +33,7 @@ parser.add_argument("--batch", type=int, default=1024)
 parser.add_argument("--lr", type=float, default=3e-3)
 parser.add_argument("--train-tokens", type=int, default=100_000)
 parser.add_argument("--eval-tokens", type=int, default=16_384)
-parser.add_argument("--archs", default="topk,batchtopk,relu,gated,jumprelu")
+parser.add_argument("--archs", default="topk,batchtopk,relu,gated,jumprelu", help="also: matryoshka")
 parser.add_argument("--topk", default="5,10", help="k values for topk and batchtopk")
 parser.add_argument("--l1", default="1,5", help="L1 coefficients for relu")
 parser.add_argument("--gated-l1", default="0.5,2", help="L1 coefficients for gated")
@@ -69,6 +69,9 @@ def runs():
         if arch in ("topk", "batchtopk"):
             for k in floats(args.topk):
                 yield arch, {"k": int(k)}
+        elif arch == "matryoshka":  # nested prefixes at 1/8, 1/4, 1/2 of the dictionary
+            for k in floats(args.topk):
+                yield arch, {"k": int(k), "matryoshka_widths": tuple(args.d_sae // f for f in (8, 4, 2))}
         elif arch == "relu":
             for lam in floats(args.l1):
                 yield arch, {"l1_coefficient": lam}

@@ -12,6 +12,7 @@ Reading uses ``capture_intermediates`` filtered to that one module plus the sown
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -71,10 +72,22 @@ def capture(apply_fn: Callable, variables, hook: str, *args, **kwargs):
     return outputs, read_intermediate(state, hook)
 
 
+def _check_not_jitted(apply_fn: Callable) -> None:
+    """A ``jax.jit``-compiled apply function would be traced once with the interceptor inside and cached, so a
+    later plain call would silently return the patched output: refuse it."""
+    if hasattr(apply_fn, "lower") and hasattr(apply_fn, "trace"):
+        raise ValueError(
+            "apply_fn is already jax.jit-compiled; pass the plain function (e.g. model.apply) and jit the "
+            "patched function instead: jax.jit(sae.splice(model.apply, ...))."
+        )
+
+
 def patched(apply_fn: Callable, variables, hook: str, patch: Callable[[jax.Array], jax.Array]) -> Callable:
     """``fn(*args, **kwargs)`` = ``apply_fn(variables, *args, **kwargs)`` with the activation at ``hook``
-    replaced by ``patch(activation)`` (the rest of the model sees the patched value)."""
+    replaced by ``patch(activation)`` (the rest of the model sees the patched value). ``apply_fn`` must not
+    be ``jax.jit``-compiled (ValueError); jit the returned ``fn`` instead."""
     path = _hook_path(hook)
+    _check_not_jitted(apply_fn)
     hit = {"count": 0}
 
     def interceptor(next_fun, args, kwargs, context):
@@ -172,6 +185,7 @@ class ActivationStore:
         seed: int = 0,
         jit: bool = True,
         token_mask: Callable[[Any], Any] | None = None,
+        drop_remainder: bool = True,
     ):
         _hook_path(hook)
         if batch_size < 1 or buffer_size < 2 * batch_size:
@@ -180,7 +194,7 @@ class ActivationStore:
             )
         self.apply_fn, self.variables, self.inputs, self.hook = apply_fn, variables, inputs, hook
         self.batch_size, self.buffer_size, self.mask_key = batch_size, buffer_size, mask_key
-        self.token_mask = token_mask
+        self.token_mask, self.drop_remainder = token_mask, drop_remainder
         self.rng = np.random.default_rng(seed)
         run = lambda variables, args, kwargs: capture(apply_fn, variables, hook, *args, **kwargs)[1]
         self._run = jax.jit(run) if jit else run
@@ -232,7 +246,8 @@ class ActivationStore:
                     break
                 acts = self.activations(chunk)
                 buffer = acts if buffer.size == 0 else np.concatenate([buffer, acts])
-            if len(buffer) < self.batch_size:
+            if len(buffer) < self.batch_size and exhausted:
+                yield from self._remainder(buffer)
                 return
             buffer = buffer[self.rng.permutation(len(buffer))]
             serve = len(buffer) if exhausted else len(buffer) // 2
@@ -241,7 +256,40 @@ class ActivationStore:
                 yield buffer[i : i + self.batch_size]
             buffer = buffer[n:]
             if exhausted and len(buffer) < self.batch_size:
+                yield from self._remainder(buffer)
                 return
+
+    def _remainder(self, rows: np.ndarray):
+        if len(rows) == 0:
+            return
+        if not self.drop_remainder:
+            yield rows
+            return
+        warnings.warn(
+            f"ActivationStore dropped the last {len(rows)} activations (fewer than batch_size="
+            f"{self.batch_size}); pass drop_remainder=False to get them as a smaller batch, or use collect().",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    def write_shards(self, directory, *, n_tokens: int | None = None, rows_per_shard: int = 65536):
+        """Write the activations of ``inputs`` (in input order, all or the first ``n_tokens``) to ``directory``
+        as ``jaxzoo.data`` shards, one input batch in memory at a time; ``sae.train(cfg, directory, ...)``
+        then streams them, so a corpus larger than memory trains. Returns the ``jaxzoo.data.ShardedArrays``."""
+        from jaxzoo import data
+
+        def chunks():
+            total = 0
+            for batch in self.inputs:
+                acts = self.activations(batch)
+                if n_tokens is not None:
+                    acts = acts[: n_tokens - total]
+                total += len(acts)
+                yield acts
+                if n_tokens is not None and total >= n_tokens:
+                    return
+
+        return data.write_array_shards(directory, chunks(), rows_per_shard=rows_per_shard)
 
     def batches(self, n: int) -> list[np.ndarray]:
         """The first n training batches."""

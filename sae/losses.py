@@ -17,6 +17,19 @@ def _centre(params, x, cfg: SAEConfig):
     return x - params["b_dec"] if cfg.apply_b_dec_to_input else x
 
 
+def effective_params(params, cfg: SAEConfig) -> dict:
+    """The parameters the TopK-family losses see: with ``cfg.rescale_by_decoder_norm`` the decoder norms
+    n_i = ||W_dec,i|| move into the encoder (W_enc * n, b_enc * n, W_dec / n), which is exactly SAELens'
+    top-k on z * n followed by decoding f / n; gradients flow to the free W_dec through n."""
+    if not cfg.rescale_by_decoder_norm:
+        return params
+    n = ops.row_norms(params["W_dec"])
+    out = dict(params)
+    out["W_enc"], out["b_enc"] = params["W_enc"] * n, params["b_enc"] * n
+    out["W_dec"] = params["W_dec"] / n[:, None]
+    return out
+
+
 def _dense_stats(f):
     active = f != 0
     return {"fired": jnp.any(active, axis=0), "l0": jnp.mean(jnp.sum(active, axis=-1))}
@@ -57,6 +70,7 @@ def topk_loss(params, x, dead, coefficient: float, cfg: SAEConfig):
 
     Runs on the sparse code (ops.topk_encode / ops.sparse_decode): O(B k d_in) after the encoder matmul.
     """
+    params = effective_params(params, cfg)
     k_aux = cfg.auxk_size if cfg.aux_coefficient > 0 else 0
     values, indices, aux_values, aux_indices = ops.topk_encode(
         _centre(params, x, cfg), params["W_enc"], params["b_enc"], dead, cfg.k, k_aux
@@ -77,8 +91,9 @@ def topk_loss(params, x, dead, coefficient: float, cfg: SAEConfig):
 def batchtopk_loss(params, x, dead, coefficient: float, cfg: SAEConfig):
     """BatchTopK (Bussmann et al. 2024): keep the top k*B of ReLU(z) over the batch; normalised MSE + AuxK.
 
-    Also returns ``min_positive``, the smallest kept activation, for the inference-threshold EMA.
+    Also returns ``min_positive``, the smallest kept activation, for the inference-threshold EMA, and ``f``.
     """
+    params = effective_params(params, cfg)
     z = ops.pre_activation(_centre(params, x, cfg), params["W_enc"], params["b_enc"])
     f = ops.batch_topk_activation(z, cfg.k)
     x_hat = ops.decode(f, params["W_dec"], params["b_dec"])
@@ -93,20 +108,52 @@ def batchtopk_loss(params, x, dead, coefficient: float, cfg: SAEConfig):
         "mse": ops.mse(x, x_hat),
         "x_hat": x_hat,
         "min_positive": min_positive,
+        "f": f,
         **_dense_stats(f),
     }
 
 
+def matryoshka_loss(params, x, dead, coefficient: float, cfg: SAEConfig):
+    """Matryoshka BatchTopK (Bussmann et al. 2025; SAELens ``MatryoshkaBatchTopKTrainingSAE``): the BatchTopK
+    loss of the whole dictionary plus, for each inner width m_l < d_sae of ``cfg.levels``, the normalised MSE
+    of the prefix reconstruction f[:, :m_l] W_dec[:m_l] + b_dec (same code f, same denominator).
+
+    SAELens adds sum_l ||x - x_hat_l||^2 (summed over d_in, mean over tokens); with our normalised MSE every
+    term is divided by the same batch variance, so the two losses differ by that one factor (tested)."""
+    loss, aux = batchtopk_loss(params, x, dead, coefficient, cfg)
+    eff = effective_params(params, cfg)
+    f = aux["f"]
+    terms = {}
+    for width in cfg.levels[:-1]:
+        x_hat_l = ops.decode(f[:, :width], eff["W_dec"][:width], eff["b_dec"])
+        terms[f"nmse_{width}"] = ops.normalized_mse(x, x_hat_l)
+        loss = loss + terms[f"nmse_{width}"]
+    return loss, {**aux, **terms}
+
+
 def jumprelu_loss(params, x, dead, l0: float, cfg: SAEConfig):
-    """JumpReLU (Rajamanoharan et al. 2024b): MSE + l0 * mean_b sum_i H(z_i - theta_i), with the
-    rectangle-kernel straight-through estimator for theta (ops.jumprelu / ops.step)."""
+    """JumpReLU with the rectangle-kernel straight-through estimator for theta (ops.jumprelu / ops.step):
+
+    - ``jumprelu_sparsity="step"`` (Rajamanoharan et al. 2024b): MSE + l0 * mean_b sum_i H(z_i - theta_i);
+    - ``"tanh"`` (Anthropic, Jan 2025): MSE + l0 * mean_b sum_i tanh(c f_i ||W_dec,i||), c = jumprelu_tanh_scale;
+    - plus, when ``pre_act_coefficient`` > 0, Anthropic's pre-activation loss
+      lambda_P * mean_b sum_i ReLU(theta_i - z_i) ||W_dec,i|| over dead latents only (as SAELens).
+    """
     z = ops.pre_activation(_centre(params, x, cfg), params["W_enc"], params["b_enc"])
     theta, eps = params["threshold"], cfg.jumprelu_bandwidth
     f = ops.jumprelu(z, theta, eps)
     x_hat = ops.decode(f, params["W_dec"], params["b_dec"])
     mse = ops.mse(x, x_hat)
-    sparsity = jnp.mean(jnp.sum(ops.step(z, theta, eps), axis=-1))
-    return mse + l0 * sparsity, {"mse": mse, "l0_penalty": sparsity, "x_hat": x_hat, **_dense_stats(f)}
+    norms = ops.row_norms(params["W_dec"])
+    if cfg.jumprelu_sparsity == "tanh":
+        sparsity = ops.tanh_l0(f, norms, cfg.jumprelu_tanh_scale)
+    else:
+        sparsity = jnp.mean(jnp.sum(ops.step(z, theta, eps), axis=-1))
+    loss, terms = mse + l0 * sparsity, {"mse": mse, "l0_penalty": sparsity}
+    if cfg.pre_act_coefficient > 0:
+        pre_act = ops.pre_act_loss(z, theta, dead, norms)
+        loss, terms = loss + cfg.pre_act_coefficient * pre_act, {**terms, "pre_act": pre_act}
+    return loss, {**terms, "x_hat": x_hat, **_dense_stats(f)}
 
 
 LOSSES = {
@@ -115,6 +162,7 @@ LOSSES = {
     "topk": topk_loss,
     "batchtopk": batchtopk_loss,
     "jumprelu": jumprelu_loss,
+    "matryoshka": matryoshka_loss,
 }
 
 

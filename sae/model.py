@@ -5,7 +5,11 @@ Parameter tree (all float32)::
     W_enc [d_in, d_sae]   ("embed", "latent")      W_dec [d_sae, d_in]   ("latent", "embed")
     b_enc [d_sae]         ("latent",)              b_dec [d_in]          ("embed",)
     gated:      b_gate, r_mag, b_mag [d_sae] instead of b_enc (as SAELens)
-    jumprelu:   threshold [d_sae] (trained);  batchtopk: threshold [d_sae] (set from the training EMA)
+    jumprelu:   threshold [d_sae] (trained);  batchtopk, matryoshka: threshold [d_sae] (the training EMA)
+
+TopK-family SAEs with a free decoder (``cfg.rescale_by_decoder_norm``) run the top-k (or threshold) on
+z_i * ||W_dec,i|| and decode f_i / ||W_dec,i||, as SAELens' ``rescale_acts_by_decoder_norm``; after
+``sae.final_params`` the norms are folded in (unit rows), where both rescalings are the identity.
 
 "latent" maps to the "model" mesh axis in jaxzoo's default rules, so d_sae shards across it.
 """
@@ -20,7 +24,7 @@ import jax.numpy as jnp
 
 import jaxzoo
 from sae import ops
-from sae.config import ARCHITECTURES, SAEConfig
+from sae.config import ARCHITECTURES, THRESHOLD_ARCHITECTURES, SAEConfig
 
 EMBED, LATENT = "embed", "latent"
 
@@ -69,7 +73,7 @@ class SAE(nn.Module):
             self.b_mag = self.param("b_mag", nn.with_logical_partitioning(zeros, (LATENT,)), (cfg.d_sae,))
         else:
             self.b_enc = self.param("b_enc", nn.with_logical_partitioning(zeros, (LATENT,)), (cfg.d_sae,))
-        if cfg.architecture in ("jumprelu", "batchtopk"):
+        if cfg.architecture in THRESHOLD_ARCHITECTURES:
             theta0 = cfg.jumprelu_init_threshold if cfg.architecture == "jumprelu" else 0.0
             init = lambda rng, shape: jnp.full(shape, theta0, jnp.float32)
             self.threshold = self.param(
@@ -98,13 +102,15 @@ class SAE(nn.Module):
                 *ops.gated_pre_activations(x, self.W_enc, self.b_gate, self.r_mag, self.b_mag)
             )
         z = ops.pre_activation(x, self.W_enc, self.b_enc)
+        if cfg.rescale_by_decoder_norm:
+            z = z * ops.row_norms(self.W_dec)
         if cfg.architecture == "relu":
             return jax.nn.relu(z)
         if cfg.architecture == "topk":
             return ops.topk_activation(z, cfg.k)
         if cfg.architecture == "jumprelu":
             return ops.jumprelu(z, self.threshold, cfg.jumprelu_bandwidth)
-        if train:  # batchtopk
+        if train:  # batchtopk, matryoshka
             if z.ndim != 2:
                 raise ValueError(f"BatchTopK training needs activations [B, d_in]; got shape {x.shape}.")
             return ops.batch_topk_activation(z, cfg.k)
@@ -116,6 +122,8 @@ class SAE(nn.Module):
             raise ValueError(
                 f"latents must have shape [..., d_sae={self.config.d_sae}]; got shape {tuple(f.shape)}."
             )
+        if self.config.rescale_by_decoder_norm:
+            f = f / ops.row_norms(self.W_dec)
         return ops.decode(f, self.W_dec, self.b_dec)
 
     def __call__(self, x, train: bool = False):

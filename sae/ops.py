@@ -204,6 +204,17 @@ def l1_penalty(f, W_dec=None):
     return jnp.mean(jnp.sum(a, axis=-1))
 
 
+def tanh_l0(f, decoder_norms, scale: float):
+    """Anthropic's smoothed L0 (Jan 2025): mean_b sum_i tanh(scale * f_i * ||W_dec,i||). f [B, m] -> scalar."""
+    return jnp.mean(jnp.sum(jnp.tanh(scale * f * decoder_norms), axis=-1))
+
+
+def pre_act_loss(z, threshold, dead, decoder_norms):
+    """Anthropic's pre-activation loss, on dead latents only (SAELens): mean_b sum_i ReLU(theta_i - z_i)
+    * dead_i * ||W_dec,i||. z [B, m], threshold/dead/decoder_norms [m] -> scalar."""
+    return jnp.mean(jnp.sum(jax.nn.relu(threshold - z) * dead * decoder_norms, axis=-1))
+
+
 # --- initialisation -------------------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ Checkpoints and resume come from ``jaxzoo.fit`` (``workdir=...``).
 from __future__ import annotations
 
 import functools
+import pathlib
 import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -76,7 +77,8 @@ def initial_extra(cfg: SAEConfig, scale: float = 1.0, *, boxed: bool = False) ->
         "scale": jnp.asarray(scale, jnp.float32),  # input normalisation factor s
         "tokens_since_fired": nn.LogicallyPartitioned(since, ("latent",)) if boxed else since,
         "threshold": jnp.zeros((), jnp.float32),  # BatchTopK inference threshold (EMA of the min kept act)
-        "skipped": jnp.zeros((), jnp.int32),  # batches skipped for NaN/inf
+        "skipped": jnp.zeros((), jnp.int32),  # batches skipped for NaN/inf (every row bad)
+        "bad_rows": jnp.zeros((), jnp.int32),  # NaN/inf rows dropped (replaced by good rows of their batch)
         "step": jnp.zeros((), jnp.int32),
     }
 
@@ -85,13 +87,30 @@ def dead_latents(cfg: SAEConfig, extra: dict):
     return extra["tokens_since_fired"] >= cfg.dead_tokens
 
 
+def drop_bad_rows(batch):
+    """(x, n_bad): rows of ``batch`` [B, d] with a NaN/inf are replaced by copies of the batch's finite rows
+    (in turn), so the batch keeps its shape and its statistics are those of the good rows; all rows bad:
+    zeros (the caller then skips the step)."""
+    good = jnp.all(jnp.isfinite(batch), axis=-1)  # [B]
+    n_good = jnp.sum(good.astype(jnp.int32))
+    rows = jnp.arange(batch.shape[0])
+    order = jnp.argsort((~good).astype(jnp.int32), stable=True)  # the good rows first, in order
+    source = jnp.where(good, rows, order[rows % jnp.maximum(n_good, 1)])
+    x = jnp.where(n_good > 0, batch[source], 0.0)
+    return x, batch.shape[0] - n_good
+
+
 def make_loss_fn(cfg: SAEConfig):
-    """``loss_fn(params, extra, batch, rng) -> (loss, (metrics, new_extra))`` for jaxzoo.make_train_step."""
+    """``loss_fn(params, extra, batch, rng) -> (loss, (metrics, new_extra))`` for jaxzoo.make_train_step.
+
+    Rows with NaN/inf are dropped (``drop_bad_rows``; counted in ``extra["bad_rows"]``); a batch with no
+    finite row makes the loss NaN, and ``default_optimizer``'s ``skip_nonfinite`` skips that step."""
 
     def loss_fn(params, extra, batch, rng):
         del rng
-        finite = jnp.all(jnp.isfinite(batch))
-        x = jnp.where(finite, batch, 0.0).astype(jnp.float32) * extra["scale"]
+        x, n_bad = drop_bad_rows(batch)
+        finite = n_bad < batch.shape[0]
+        x = x.astype(jnp.float32) * extra["scale"]
         dead = dead_latents(cfg, extra)
         coefficient = losses.sparsity_coefficient(cfg, extra["step"])
         loss, aux = losses.sae_loss(params, x, dead, coefficient, cfg)
@@ -101,7 +120,7 @@ def make_loss_fn(cfg: SAEConfig):
             aux["fired"], 0, jnp.minimum(extra["tokens_since_fired"] + x.shape[0], cfg.dead_tokens)
         )
         threshold = extra["threshold"]
-        if cfg.architecture == "batchtopk":
+        if cfg.architecture in ("batchtopk", "matryoshka"):
             d, m = cfg.batchtopk_threshold_decay, aux["min_positive"]
             m = jnp.where(jnp.isfinite(m), m, threshold)
             threshold = jnp.where(extra["threshold"] > 0, d * threshold + (1 - d) * m, m)
@@ -110,13 +129,15 @@ def make_loss_fn(cfg: SAEConfig):
             "tokens_since_fired": jnp.where(finite, since, extra["tokens_since_fired"]),
             "threshold": jnp.where(finite, threshold, extra["threshold"]),
             "skipped": extra["skipped"] + (~finite).astype(jnp.int32),
+            "bad_rows": extra["bad_rows"] + n_bad.astype(jnp.int32),
             "step": extra["step"] + 1,
         }
-        metrics = {k: v for k, v in aux.items() if k not in ("x_hat", "fired", "min_positive")}
+        metrics = {k: v for k, v in aux.items() if k not in ("x_hat", "fired", "min_positive", "f")}
         metrics["explained_variance"] = ops.explained_variance(x, aux["x_hat"])
         metrics["dead_fraction"] = jnp.mean(dead.astype(jnp.float32))
         metrics["skipped"] = new_extra["skipped"]
-        if cfg.architecture == "batchtopk":
+        metrics["bad_rows"] = new_extra["bad_rows"]
+        if cfg.architecture in ("batchtopk", "matryoshka"):
             metrics["threshold"] = threshold
         return loss, (metrics, new_extra)
 
@@ -126,13 +147,26 @@ def make_loss_fn(cfg: SAEConfig):
 def fold_scale(params: dict, scale, cfg: SAEConfig) -> dict:
     """Fold the input scale s into the weights so the SAE takes raw activations: an SAE trained on s*x
     has (s x - b_dec) W_enc = (x - b_dec/s)(s W_enc) and x_hat = (f W_dec + b_dec)/s, so
-    W_enc *= s, W_dec /= s, b_dec /= s leave the latents f (and thresholds) unchanged."""
+    W_enc *= s, W_dec /= s, b_dec /= s leave the latents f (and thresholds) unchanged.
+
+    With ``cfg.rescale_by_decoder_norm`` the latents are coefficients on unit directions, f = code(z * n) with
+    n_i = ||W_dec,i||; W_dec /= s divides n by s, so f (and a threshold on it) is divided by s too."""
     scale = jnp.asarray(scale, jnp.float32)
     out = dict(params)
     out["W_enc"] = params["W_enc"] * scale
     out["W_dec"] = params["W_dec"] / scale
     out["b_dec"] = params["b_dec"] / scale
+    if cfg.rescale_by_decoder_norm and "threshold" in params:
+        out["threshold"] = params["threshold"] / scale
     return out
+
+
+def fold_decoder_norm(params: dict, cfg: SAEConfig) -> dict:
+    """For ``cfg.rescale_by_decoder_norm``: W_enc *= n, b_enc *= n, W_dec /= n with n_i = ||W_dec,i|| (SAELens'
+    ``_fold_norm_topk``); the code z * n and the thresholds on it are unchanged. Otherwise ``params``."""
+    if not cfg.rescale_by_decoder_norm:
+        return params
+    return dict(losses.effective_params(params, cfg))
 
 
 # --- data -----------------------------------------------------------------------------------------------
@@ -160,10 +194,12 @@ class _Batches:
 
 
 class _Checked:
-    """Wraps a batch source: checks shapes before anything is traced, warns once about NaN/inf."""
+    """Wraps a batch source: checks shapes before anything is traced, counts NaN/inf rows (warns once; raises
+    ValueError once more than ``cfg.max_bad_fraction`` of the rows seen so far are bad)."""
 
     def __init__(self, cfg: SAEConfig, batch_size: int):
         self.cfg, self.batch_size, self.warned = cfg, batch_size, False
+        self.rows = self.bad = 0
 
     def __call__(self, batch) -> np.ndarray:
         batch = np.asarray(batch, np.float32)
@@ -173,9 +209,16 @@ class _Checked:
             )
         if batch.shape[0] != self.batch_size:
             raise ValueError(f"expected batches of batch_size={self.batch_size} rows; got {batch.shape[0]}.")
-        if not self.warned and not np.isfinite(batch).all():
+        bad = int(np.count_nonzero(~np.isfinite(batch).all(-1)))
+        self.rows, self.bad = self.rows + len(batch), self.bad + bad
+        if bad and self.bad > self.cfg.max_bad_fraction * self.rows:
+            raise ValueError(
+                f"{self.bad} of {self.rows} activation rows so far contain NaN or inf, more than "
+                f"max_bad_fraction={self.cfg.max_bad_fraction}; check the activations (or raise the limit)."
+            )
+        if bad and not self.warned:
             warnings.warn(
-                "an activation batch contains NaN or inf; such steps are skipped (counted in metrics['skipped']).",
+                "activation rows with NaN or inf are dropped (counted in metrics['bad_rows']).",
                 RuntimeWarning,
                 stacklevel=3,
             )
@@ -183,8 +226,49 @@ class _Checked:
         return batch
 
 
+class _CheckedIterator:
+    """``check`` applied to each batch of an iterator, keeping a grain iterator's get_state / set_state so
+    ``jaxzoo.fit`` saves and restores the data position with each checkpoint."""
+
+    def __init__(self, iterator, check):
+        self.iterator, self.check = iterator, check
+        if hasattr(iterator, "get_state"):
+            self.get_state, self.set_state = iterator.get_state, iterator.set_state
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.check(next(self.iterator))
+
+
+def _from_shards(source, cfg: SAEConfig, batch_size: int, seed: int):
+    """(sample, grain iterator) for activations on disk (``jaxzoo.data.ShardedArrays`` with one field "x")."""
+    from jaxzoo import data
+
+    dtype, row_shape = source.fields.get("x", (None, None))
+    if list(source.fields) != ["x"] or row_shape != (cfg.d_in,):
+        raise ValueError(
+            f"activation shards must hold one field 'x' of rows [d_in={cfg.d_in}]; got "
+            f"{ {k: v[1] for k, v in source.fields.items()} }."
+        )
+    if len(source) < batch_size:
+        raise ValueError(f"need at least batch_size={batch_size} activations; the shards hold {len(source)}.")
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(source), min(cfg.init_samples, len(source)), replace=False))
+    sample = np.stack([source[int(i)] for i in idx]).astype(np.float32)
+    return sample, iter(data.make_loader(source, batch_size=batch_size, seed=seed))
+
+
 def _init_sample(activations, cfg: SAEConfig, batch_size: int, seed: int):
-    """(sample [n, d_in] for the scale and b_dec, batch source). Iterators are read ahead and replayed."""
+    """(sample [n, d_in] for the scale and b_dec, batch source). Iterators are read ahead and replayed;
+    shards on disk (a folder or ``jaxzoo.data.ShardedArrays``) stream through a grain loader."""
+    from jaxzoo import data
+
+    if isinstance(activations, str | pathlib.Path):
+        activations = data.ShardedArrays(activations)
+    if isinstance(activations, data.ShardedArrays):
+        return _from_shards(activations, cfg, batch_size, seed)
     if isinstance(activations, np.ndarray | jax.Array):
         data = np.asarray(activations, np.float32)
         if data.ndim != 2 or data.shape[-1] != cfg.d_in:
@@ -245,7 +329,7 @@ def recipe(run_cfg: RunConfig, *, scale: float = 1.0, b_dec: np.ndarray | None =
         params = dict(module.init(rng, sample)["params"])
         if b_dec is not None:
             params["b_dec"] = params["b_dec"].replace_boxed(jnp.asarray(b_dec, jnp.float32))
-        if cfg.architecture == "batchtopk":
+        if cfg.architecture in ("batchtopk", "matryoshka"):
             params.pop("threshold")
         return params
 
@@ -383,13 +467,14 @@ def _cached_step(run_cfg: RunConfig):
 
 
 def final_params(state, cfg: SAEConfig) -> dict:
-    """The trained parameters for raw activations: scale folded in, BatchTopK threshold attached."""
+    """The trained parameters for raw activations: BatchTopK threshold attached, input scale folded in, then
+    (free-decoder TopK family) the decoder norms folded into the encoder, leaving unit-norm rows."""
     params = dict(state.params)
-    if cfg.architecture == "batchtopk":
+    if cfg.architecture in ("batchtopk", "matryoshka"):
         params["threshold"] = jnp.full((cfg.d_sae,), state.extra["threshold"], jnp.float32)
     if cfg.normalize_activations:
         params = fold_scale(params, state.extra["scale"], cfg)
-    return params
+    return fold_decoder_norm(params, cfg)
 
 
 def run_config(
@@ -444,8 +529,10 @@ def train(
     Args:
       config: a ``RunConfig``, or an ``SAEConfig`` with ``steps`` and ``batch_size`` (then Adam at
         ``learning_rate``, default 2e-4 / sqrt(d_sae / 2**14)); given keywords override the run config's.
-      activations: an array [N, d_in] (shuffled into batches each epoch) or an iterable of [batch_size, d_in]
-        batches (e.g. an ``ActivationStore``).
+      activations: an array [N, d_in] (shuffled into batches each epoch), an iterable of [batch_size, d_in]
+        batches (e.g. an ``ActivationStore``), or activations on disk: a folder written by
+        ``ActivationStore.write_shards`` / ``jaxzoo.data.write_array_shards`` (or its ``ShardedArrays``),
+        streamed memory-mapped through ``jaxzoo.data.make_loader`` (shuffled, resumable with ``workdir``).
       mesh: a jaxzoo mesh ({"data": ..., "model": ...}): batch split over "data", latents over "model";
         ``zero1``: the Adam moments also over "data".
       workdir: checkpoints every ``checkpoint_every`` steps plus metrics.jsonl and config.json; a rerun
@@ -463,7 +550,7 @@ def train(
     if callable(source):
         batches = lambda s: check(source(s))
     else:
-        batches = (check(b) for b in source)
+        batches = _CheckedIterator(iter(source), check)
     state, history = jaxzoo.fit(
         plan.state,
         step,

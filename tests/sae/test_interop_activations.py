@@ -1,6 +1,7 @@
 """SAELens / Gemma Scope formats, activations from Flax models (store, splice, steer), and evaluate()."""
 
 import json
+import warnings
 
 import flax.linen as nn
 import jax
@@ -31,7 +32,9 @@ def test_saelens_folder_round_trip(tmp_path, arch):
     params = random_params(cfg)
     sae.save_saelens(params, cfg, tmp_path, hook_name="layer_1")
     raw = json.loads((tmp_path / "cfg.json").read_text())
-    assert raw["architecture"] == {"relu": "standard", "batchtopk": "jumprelu"}.get(arch, arch)
+    assert raw["architecture"] == {"relu": "standard", "batchtopk": "jumprelu", "matryoshka": "jumprelu"}.get(
+        arch, arch
+    )
     cfg2, params2 = sae.load_saelens(tmp_path)
     x = np.random.default_rng(1).normal(size=(4, 8)).astype(np.float32)
     np.testing.assert_allclose(sae.apply(cfg2, params2, x)[0], sae.apply(cfg, params, x)[0], **TOL)
@@ -60,7 +63,7 @@ def test_saelens_folder_errors(tmp_path):
 
 
 def test_gemmascope_npz_round_trip(tmp_path):
-    cfg = sae.SAEConfig(d_in=8, d_sae=16, architecture="jumprelu")
+    cfg = sae.SAEConfig.gemmascope(d_in=8, d_sae=16)  # uncentred encoder: the weights round-trip exactly
     params = random_params(cfg)
     path = sae.save_gemmascope(params, cfg, tmp_path)
     cfg2, params2 = sae.load_gemmascope(path)
@@ -142,8 +145,24 @@ def test_activation_store_drops_padding_and_serves_a_permutation():
         MODEL.apply, VARS, batches, "layer_0/resid_post", batch_size=4, buffer_size=16
     )
     np.testing.assert_allclose(store.collect(), want, **TOL)
-    served = np.concatenate(list(store))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        served = np.concatenate(list(store))
     assert len(served) == len(want) // 4 * 4
+    dropped = len(want) % 4
+    assert [str(w.message) for w in record if "dropped" in str(w.message)] == (
+        [
+            f"ActivationStore dropped the last {dropped} activations (fewer than batch_size=4); pass "
+            "drop_remainder=False to get them as a smaller batch, or use collect()."
+        ]
+        if dropped
+        else []
+    )
+    kept = sae.ActivationStore(
+        MODEL.apply, VARS, batches, "layer_0/resid_post", batch_size=4, buffer_size=16, drop_remainder=False
+    )
+    all_rows = list(kept)
+    assert sum(len(b) for b in all_rows) == len(want) and len(all_rows[-1]) == (dropped or 4)
     assert not np.allclose(served, want[: len(served)])  # shuffled
     key = lambda a: np.round(a, 4).tolist()
     assert all(any(np.allclose(row, w, atol=1e-5) for w in want) for row in served)
@@ -178,6 +197,27 @@ def test_splice_steer_and_ablate():
         sae.steer(MODEL.apply, VARS, sp, "layer_1", feature=16, scale=1.0)
 
 
+def test_splice_steer_ablate_refuse_a_jitted_apply_and_jit_outside_works():
+    """A jitted apply_fn would cache the spliced trace and later plain calls would return spliced outputs:
+    a clear error instead; jitting the spliced function is the supported way and stays separate."""
+    cfg = sae.SAEConfig(d_in=D, d_sae=16, architecture="topk", k=3, normalize_activations=False)
+    sp = random_params(cfg)
+    batch = inputs(1)[0]
+    jitted = jax.jit(MODEL.apply)
+    for make in (
+        lambda: sae.splice(jitted, VARS, sp, "layer_0", cfg=cfg),
+        lambda: sae.steer(jitted, VARS, sp, "layer_1", feature=1, scale=1.0),
+        lambda: sae.ablate(jitted, VARS, "layer_0"),
+    ):
+        with pytest.raises(ValueError, match="already jax.jit-compiled; pass the plain function"):
+            make()
+    spliced = jax.jit(sae.splice(MODEL.apply, VARS, sp, "layer_0", cfg=cfg))
+    out = np.asarray(spliced(**batch))
+    clean = np.asarray(jitted(VARS, **batch))
+    np.testing.assert_allclose(clean, np.asarray(MODEL.apply(VARS, **batch)), **TOL)
+    assert not np.allclose(out, clean)
+
+
 def test_evaluate_against_numpy():
     cfg = sae.SAEConfig(d_in=D, d_sae=16, architecture="topk", k=3, normalize_activations=False)
     sp = random_params(cfg, seed=4)
@@ -204,3 +244,19 @@ def test_evaluate_against_numpy():
     assert got["score_recovered"] == pytest.approx(0.75)
     with pytest.raises(ValueError, match=r"shape \[..., d_in=8\]"):
         sae.evaluate(cfg, sp, np.zeros((4, 5), np.float32))
+
+
+def test_activations_written_to_shards_train_from_disk(tmp_path):
+    """ActivationStore.write_shards -> jaxzoo.data shards -> sae.train streams them (memory-mapped, grain)."""
+    batches = inputs(n_batches=6, b=8, length=5)
+    store = sae.ActivationStore(
+        MODEL.apply, VARS, batches, "layer_0/resid_post", batch_size=4, buffer_size=16
+    )
+    shards = store.write_shards(tmp_path / "acts", rows_per_shard=32)
+    np.testing.assert_allclose(np.stack([shards[i] for i in range(len(shards))]), store.collect(), **TOL)
+    assert len(shards.shard_rows) > 1
+    cfg = sae.SAEConfig(d_in=D, d_sae=16, architecture="topk", k=3, init_samples=64, dead_tokens=64)
+    params, history = sae.train(cfg, tmp_path / "acts", steps=4, batch_size=16, progress=False, log_every=1)
+    assert len(history) == 4 and all(np.isfinite(h["loss"]) for h in history)
+    with pytest.raises(ValueError, match=r"one field 'x' of rows \[d_in=9\]"):
+        sae.train(cfg.replace(d_in=9), shards, steps=1, batch_size=16, progress=False)

@@ -230,17 +230,39 @@ def np_loss(arch, p, x, dead, lam, cfg):
         norms = np.linalg.norm(p["W_dec"].astype(np.float64), axis=1)
         l1 = sum(abs(f[t, i]) * norms[i] for t in range(b) for i in range(f.shape[1]))
         return (np_sq_err(x64, f @ p["W_dec"] + p["b_dec"]) + lam * l1) / b
+    norms = np.linalg.norm(p["W_dec"].astype(np.float64), axis=1)
     if arch == "jumprelu":
         f = np.where(z > p["threshold"], z, 0.0)
-        return (np_sq_err(x64, f @ p["W_dec"] + p["b_dec"]) + lam * (f != 0).sum()) / b
+        x_hat = f @ p["W_dec"] + p["b_dec"]
+        if cfg.jumprelu_sparsity == "tanh":  # Anthropic: sum_i tanh(c f_i ||W_dec,i||)
+            sparsity = sum(
+                np.tanh(cfg.jumprelu_tanh_scale * f[t, i] * norms[i])
+                for t in range(b)
+                for i in range(f.shape[1])
+            )
+        else:
+            sparsity = (f != 0).sum()
+        pre_act = sum(
+            max(p["threshold"][i] - z[t, i], 0.0) * norms[i]
+            for t in range(b)
+            for i in range(z.shape[1])
+            if dead[i]
+        )
+        return (np_sq_err(x64, x_hat) + lam * sparsity + cfg.pre_act_coefficient * pre_act) / b
+    W_dec = p["W_dec"].astype(np.float64)
+    if cfg.rescale_by_decoder_norm:  # SAELens: top-k of z * n, decode f / n (= unit rows)
+        z, W_dec = z * norms, W_dec / norms[:, None]
     f = np_topk(z, cfg.k) if arch == "topk" else np_batch_topk(z, cfg.k)
-    x_hat = f @ p["W_dec"] + p["b_dec"]
+    x_hat = f @ W_dec + p["b_dec"]
     nmse = np_sq_err(x64, x_hat) / np_var_sum(x64)
+    if arch == "matryoshka":  # + the prefix reconstructions, each normalised like the full one
+        for w in cfg.levels[:-1]:
+            nmse += np_sq_err(x64, f[:, :w] @ W_dec[:w] + p["b_dec"]) / np_var_sum(x64)
     e = x64 - x_hat
     e_hat = np.zeros_like(e)
     for t in range(b):
         for i in sorted((i for i in range(z.shape[1]) if dead[i]), key=lambda i: -z[t, i])[: cfg.auxk_size]:
-            e_hat[t] += max(z[t, i], 0.0) * p["W_dec"][i]
+            e_hat[t] += max(z[t, i], 0.0) * W_dec[i]
     return nmse + cfg.aux_coefficient * np_sq_err(e, e_hat) / np_var_sum(e)
 
 
@@ -252,12 +274,16 @@ def np_loss(arch, p, x, dead, lam, cfg):
         ("topk", 8, 16),
         ("topk", 12, 24),
         ("batchtopk", 12, 24),
+        ("matryoshka", 12, 24),
         ("jumprelu", 8, 16),
+        ("jumprelu-tanh", 8, 16),
     ],
 )
 def test_losses_against_numpy(arch, d, m):
     rng = np.random.default_rng(d + m)
-    cfg = SAEConfig(d_in=d, d_sae=m, architecture=arch, k=3, k_aux=4)
+    extra = {"jumprelu_sparsity": "tanh", "pre_act_coefficient": 0.3} if arch == "jumprelu-tanh" else {}
+    arch = arch.split("-")[0]
+    cfg = SAEConfig(d_in=d, d_sae=m, architecture=arch, k=3, k_aux=4, matryoshka_widths=(4, 10), **extra)
     p = rand_params(rng, d, m, arch)
     x = rng.normal(size=(7, d)).astype(np.float32)
     dead = rng.random(m) < 0.5

@@ -46,15 +46,18 @@ def test_module_forward_against_numpy(arch):
                 want_f[a, b] = (gate > 0) * np.maximum(mag, 0)
                 continue
             z = xc @ p["W_enc"] + p["b_enc"]
+            if cfg.rescale_by_decoder_norm:  # SAELens rescale_acts_by_decoder_norm
+                z = z * np.linalg.norm(p["W_dec"], axis=1)
             if arch == "relu":
                 want_f[a, b] = np.maximum(z, 0)
             elif arch == "topk":
                 for i in np.argsort(-z)[:3]:
                     want_f[a, b, i] = max(z[i], 0)
-            else:  # jumprelu, and batchtopk at inference: z * 1[z > theta]
+            else:  # jumprelu, and batchtopk / matryoshka at inference: z * 1[z > theta]
                 want_f[a, b] = np.where(z > p["threshold"], z, 0)
     np.testing.assert_allclose(f, want_f, **TOL)
-    np.testing.assert_allclose(x_hat, want_f @ p["W_dec"] + p["b_dec"], **TOL)
+    norms = np.linalg.norm(p["W_dec"], axis=1) if cfg.rescale_by_decoder_norm else 1.0
+    np.testing.assert_allclose(x_hat, (want_f / norms) @ p["W_dec"] + p["b_dec"], **TOL)
 
 
 def test_parameters_have_logical_axes_and_shapes():
@@ -78,7 +81,8 @@ def test_parameters_have_logical_axes_and_shapes():
 
 @pytest.mark.parametrize("arch", sae.ARCHITECTURES)
 def test_folding_the_scale_leaves_outputs_unchanged(arch):
-    """SAE(s*x)/s with the unfolded weights == SAE(x) with the folded ones; latents identical."""
+    """SAE(s*x)/s with the unfolded weights == SAE(x) with the folded ones; latents identical (divided by s
+    where the latents are coefficients on unit decoder directions: the free-decoder TopK family)."""
     cfg = sae.SAEConfig(d_in=8, d_sae=16, architecture=arch, k=3)
     p = random_params(cfg, seed=2)
     if "threshold" in p:
@@ -87,7 +91,7 @@ def test_folding_the_scale_leaves_outputs_unchanged(arch):
     x = np.random.default_rng(3).normal(size=(5, 8)).astype(np.float32)
     x_hat_s, f_s = sae.apply(cfg, p, s * x)
     x_hat, f = sae.apply(cfg, sae.fold_scale(p, s, cfg), x)
-    np.testing.assert_allclose(f, f_s, **TOL)
+    np.testing.assert_allclose(f, f_s / s if cfg.rescale_by_decoder_norm else f_s, **TOL)
     np.testing.assert_allclose(x_hat, x_hat_s / s, **TOL)
 
 
@@ -97,9 +101,11 @@ SMALL_RUN = sae.RunConfig(model=SMALL, steps=6, batch_size=128)
 
 
 def test_decoder_stays_unit_norm_and_moves_under_projected_update():
+    """The unit-norm variant of TopK (OpenAI's; ``unit_norm_decoder=True``)."""
     x = toy(512)
-    step = sae_train._cached_step(SMALL_RUN)
-    state = sae.init_state(SMALL_RUN, sample=x[:256]).state
+    run = SMALL_RUN.replace(model=SMALL.replace(unit_norm_decoder=True))
+    step = sae_train._cached_step(run)
+    state = sae.init_state(run, sample=x[:256]).state
     w0 = np.asarray(state.params["W_dec"])
     for i in range(4):
         state, _ = step(state, x[i * 128 : (i + 1) * 128], jax.random.key(0))
@@ -124,6 +130,7 @@ def test_batchtopk_inference_threshold_is_ema_of_min_kept_activation():
         x = rng.normal(size=(6, 8)).astype(np.float32)
         _, (_, extra) = loss_fn(p, extra, x, jax.random.key(0))
         z = (x - np.asarray(p["b_dec"])) @ np.asarray(p["W_enc"]) + np.asarray(p["b_enc"])
+        z = z * np.linalg.norm(np.asarray(p["W_dec"]), axis=1)  # rescale_acts_by_decoder_norm (default)
         kept = np.sort(np.maximum(z, 0).ravel())[::-1][: 2 * 6]
         m = kept[kept > 0].min()
         want = m if t == 0 else 0.9 * want + 0.1 * m
@@ -132,11 +139,15 @@ def test_batchtopk_inference_threshold_is_ema_of_min_kept_activation():
     final = sae_train.final_params(state, cfg.replace(normalize_activations=False))
     x = rng.normal(size=(5, 8)).astype(np.float32)
     _, f = sae.apply(cfg, final, x)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(final["W_dec"]), axis=1), 1.0, rtol=1e-5)
     z = (x - np.asarray(p["b_dec"])) @ np.asarray(p["W_enc"]) + np.asarray(p["b_enc"])
+    z = z * np.linalg.norm(np.asarray(p["W_dec"]), axis=1)
     np.testing.assert_allclose(f, np.where(z > want, z, 0.0), **TOL)
 
 
-def test_nan_batch_is_skipped_counted_and_warned_once():
+def test_nan_rows_are_dropped_counted_and_warned_once():
+    """1 bad row in a batch no longer skips the batch: the row is dropped (replaced by the batch's good rows),
+    counted, and training proceeds; warned once."""
     cfg = SMALL
     x = toy(128 * 6)
     batches = [x[i * 128 : (i + 1) * 128].copy() for i in range(6)]
@@ -145,9 +156,43 @@ def test_nan_batch_is_skipped_counted_and_warned_once():
     with pytest.warns(RuntimeWarning, match="NaN or inf") as record:
         params, history = sae.train(cfg, iter(batches), steps=6, batch_size=128, progress=False, log_every=1)
     assert sum("NaN or inf" in str(w.message) for w in record) == 1
-    assert history[-1]["skipped"] == 2
+    assert history[-1]["skipped"] == 0 and history[-1]["bad_rows"] == 2
     assert all(np.isfinite(np.asarray(v)).all() for v in params.values())
-    assert np.isnan(history[2]["loss"]) and np.isfinite(history[3]["loss"])
+    assert all(np.isfinite(h["loss"]) for h in history)
+
+
+def test_drop_bad_rows_matches_the_good_rows():
+    """The loss of a batch with bad rows equals the loss of its good rows (copies keep the batch shape; on a
+    batch whose good rows tile it evenly the statistics are exactly those of the good rows)."""
+    rng = np.random.default_rng(0)
+    good = rng.normal(size=(4, 8)).astype(np.float32)
+    batch = np.concatenate([good, good]).copy()
+    batch[[4, 5, 6, 7]] = np.nan
+    x, n_bad = sae_train.drop_bad_rows(jnp.asarray(batch))
+    assert int(n_bad) == 4
+    np.testing.assert_array_equal(np.asarray(x), np.concatenate([good, good]))
+    x, n_bad = sae_train.drop_bad_rows(jnp.full((3, 8), jnp.nan))
+    assert int(n_bad) == 3 and np.all(np.asarray(x) == 0)
+
+
+def test_too_many_bad_rows_raise_and_all_bad_batch_is_skipped():
+    x = toy(128 * 6)
+    batches = [x[i * 128 : (i + 1) * 128].copy() for i in range(6)]
+    for b in batches:
+        b[:2, 0] = np.nan  # 1.6% of the rows
+    with pytest.raises(ValueError, match="more than max_bad_fraction=0.01"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sae.train(
+            SMALL.replace(max_bad_fraction=0.01), iter(batches), steps=6, batch_size=128, progress=False
+        )
+    batches = [x[i * 128 : (i + 1) * 128].copy() for i in range(6)]
+    batches[3][:] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        run = sae.RunConfig(model=SMALL.replace(max_bad_fraction=1.0), steps=6, batch_size=128)
+        params, history = sae.train(run, iter(batches), progress=False, log_every=1)
+    assert history[-1]["skipped"] == 1 and history[-1]["bad_rows"] == 128
+    assert all(np.isfinite(np.asarray(v)).all() for v in params.values())
 
 
 def test_sharded_step_equals_single_device_with_auxk():
