@@ -30,7 +30,7 @@ parser.add_argument("--warmup", type=int, default=2, help="untimed first steps (
 parser.add_argument("--d-in", type=int, default=512)
 parser.add_argument("--d-sae", type=int, default=4096)
 parser.add_argument("--k", type=int, default=32)
-parser.add_argument("--batch", type=int, default=4096)
+parser.add_argument("--batch-size", type=int, default=4096)
 parser.add_argument("--lr", type=float, default=4e-4)
 parser.add_argument("--pool-batches", type=int, default=8, help="distinct batches generated (then cycled)")
 parser.add_argument("--eval-tokens", type=int, default=8192)
@@ -42,7 +42,7 @@ SMOKE = {
     "d_in": 16,
     "d_sae": 64,
     "k": 4,
-    "batch": 64,
+    "batch_size": 64,
     "pool_batches": 2,
     "eval_tokens": 128,
 }
@@ -56,7 +56,7 @@ import sae  # noqa: E402
 
 
 def make_data():
-    n = args.batch * args.pool_batches + args.eval_tokens
+    n = args.batch_size * args.pool_batches + args.eval_tokens
     x, _ = sae.toy.superposition_data(
         n, d_in=args.d_in, n_features=2 * args.d_sae // 8, avg_active=args.k, decay=0.999, seed=args.seed
     )
@@ -65,7 +65,7 @@ def make_data():
 
 def batch_at(pool, i):
     j = i % args.pool_batches
-    return pool[j * args.batch : (j + 1) * args.batch]
+    return pool[j * args.batch_size : (j + 1) * args.batch_size]
 
 
 def explained_variance(x, x_hat):
@@ -75,12 +75,12 @@ def explained_variance(x, x_hat):
 
 def run_ours(pool, held_out):
     model = sae.SAEConfig(
-        d_in=args.d_in, d_sae=args.d_sae, architecture="topk", k=args.k, init_samples=args.batch
+        d_in=args.d_in, d_sae=args.d_sae, architecture="topk", k=args.k, init_samples=args.batch_size
     )
     run_cfg = sae.run_config(
-        model, steps=args.warmup + args.steps, batch_size=args.batch, learning_rate=args.lr, seed=args.seed
+        model, steps=args.warmup + args.steps, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed
     )
-    state = sae.init_state(run_cfg, sample=pool[: args.batch]).state
+    state = sae.init_state(run_cfg, sample=pool[: args.batch_size]).state
     step = sae.make_train_step(run_cfg)
     batches = [jax.device_put(batch_at(pool, i)) for i in range(args.pool_batches)]
     rng = jax.random.key(args.seed)
@@ -160,7 +160,7 @@ def main():
                 peers.append(("SAELens (use_sparse_activations)", run_saelens(pool, held_out, sparse=True)))
             except Exception as err:  # torch sparse kernels are missing on some builds
                 print(f"SAELens use_sparse_activations failed on this torch build: {type(err).__name__}")
-    work = f"TopK d_in={args.d_in} d_sae={args.d_sae} k={args.k} batch={args.batch}, {args.steps} timed steps"
+    work = f"TopK d_in={args.d_in} d_sae={args.d_sae} k={args.k} batch={args.batch_size}, {args.steps} timed steps"
     machine = script.machine()
     base = {"workload": work, "ours steps/s": ours_sps, "ours EV": ours_ev}
     rows = [

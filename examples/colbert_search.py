@@ -21,7 +21,7 @@ and every ColBERT row is reported again.
 
 Run:  python examples/colbert_search.py            (add --cache to keep the encodings for reruns)
       python examples/colbert_search.py --cpu-devices 2 --mesh data=2   (the head's training split over 2)
-      python examples/colbert_search.py --passage-words 60 --finetune-steps 2000 --train-batch 64  (GPU)
+      python examples/colbert_search.py --passage-words 60 --finetune-steps 2000 --train-batch-size 64  (GPU)
       python examples/colbert_search.py --smoke --out /tmp/x     (4 topics, 3 steps: every path in seconds)
 A few minutes on a 2-core CPU with the defaults (most of it encoding); with --cache a rerun skips it.
 
@@ -144,7 +144,7 @@ def finetune_head(enc, passages, hidden_docs, steps, batch, lr, seed, mesh):
     Hd, d_mask = colbert.pad_documents(hidden_docs)  # [N, L, E]
     targets = np.array([p[1] for p in pool])
     if len(set(targets)) < batch:
-        raise ValueError(f"--train-batch {batch} needs at least as many passages; the corpus has {len(Hd)}")
+        raise ValueError(f"--train-batch-size {batch} needs at least as many passages; the corpus has {len(Hd)}")
 
     def loss_fn(params, b, rng):
         Q = colbert_project(b["hq"], params["kernel"])
@@ -188,7 +188,7 @@ def main():
     p.add_argument("--nbits", type=int, default=2, help="residual bits of the index")
     p.add_argument("--rerank-depth", type=int, default=100, help="single-vector candidates to rerank")
     p.add_argument("--finetune-steps", type=int, default=150, help="head-only fine-tuning steps (0: skip)")
-    p.add_argument("--train-batch", type=int, default=32, help="pseudo-queries per fine-tuning step")
+    p.add_argument("--train-batch-size", type=int, default=32, help="pseudo-queries per fine-tuning step")
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate of the head")
     p.add_argument("--cache", action="store_true", help="reuse/save encoder outputs in the output folder")
     args = script.parse(
@@ -202,7 +202,7 @@ def main():
             "batch_size": 8,
             "rerank_depth": 8,
             "finetune_steps": 3,
-            "train_batch": 4,
+            "train_batch_size": 4,
         },
     )
     run = script.setup(args)
@@ -270,7 +270,7 @@ def main():
     history = []
     if args.finetune_steps:
         kernel, history = finetune_head(
-            enc, passages, hidden_d, args.finetune_steps, args.train_batch, args.lr, args.seed, run.mesh
+            enc, passages, hidden_d, args.finetune_steps, args.train_batch_size, args.lr, args.seed, run.mesh
         )
         Q, docs = vectors(kernel)
         runs, _, _ = colbert_rows(Q, q_attn, docs, single_ranked, args.nbits, args.seed)

@@ -21,10 +21,10 @@ The full sweep on a GPU (zoology's vocabulary and random filler, longer training
         --train-examples 100000 --sd-sizes 16,64 --sd-vocab 2048 --sd-feature-dims 4,8,16 --sd-steps 20000
 
 Writes results.json (accuracies, state sizes, final losses, seconds per model) and recall.png into --out
-(default outputs/jrt_recall) and prints the two tables. Synthetic-task choices (ours): untied LM head (a
-tied head at init std 0.02 learns these tasks several times slower), no MLM loss, the reference AdamW
-recipe at lr 1e-2 with 10% warm-up and cosine decay to 0, filler tokens 0 on the CPU (zoology's ICLR
-figure 2).
+(default outputs/jrt_recall) and prints the two tables. Models and runs are the small-task presets
+`jrt.JRTConfig.synthetic` / `jrt.RunConfig.synthetic` (untied LM head, no MLM loss, [MASK] reserved
+beyond the task vocabulary, the reference AdamW at lr 1e-2 with 10% warm-up and cosine decay to 0);
+filler tokens 0 on the CPU (zoology's ICLR figure 2).
 
 What to expect (numbers in results.json): on MQAR at the CPU defaults JRT-RNN is the most accurate of the
 three at equal state size, while single 300-step runs are noisy enough that the Based/JRT-Prompt order
@@ -61,6 +61,7 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=300, help="MQAR training steps")
     p.add_argument("--sd-steps", type=int, default=1200, help="set-disjointness training steps")
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--seeds", type=int, default=1, help="repeat every run with seeds seed .. seed + n - 1")
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--train-examples", type=int, default=4096)
     p.add_argument("--test-examples", type=int, default=256)
@@ -74,21 +75,16 @@ args = None  # the parsed flags, set by main()
 
 
 def model_config(method, *, vocab, layers, feature_dim, context_len, seq_len):
-    """A small conv/LA (Based) or conv/PLA (JRT-RNN) LM; `seq_len` is the length the model will see."""
-    attn = "pla" if method == "jrt_rnn" else "la"
-    return jrt.JRTConfig(
-        vocab_size=vocab,
+    """`JRTConfig.synthetic`: a small conv/LA (Based) or conv/PLA (JRT-RNN) LM for a task of `vocab` ids."""
+    return jrt.JRTConfig.synthetic(
+        vocab,
+        seq_len=seq_len,
+        context_len=context_len,  # JRT-RNN: the context is the non-causal prefix
+        attn="pla" if method == "jrt_rnn" else "la",
+        layers=layers,
         d_model=args.d_model,
-        mixers=tuple("conv" if i % 2 == 0 else attn for i in range(layers)),
         heads=args.heads,
         feature_dim=feature_dim,
-        encoder_len=context_len if method == "jrt_rnn" else 0,  # the context is the non-causal prefix
-        max_len=seq_len,
-        mlp_hidden=2 * args.d_model,
-        chunk_size=None,  # short sequences: the quadratic form is the fastest
-        mlm_prob=0.0,
-        pad_token_id=0,
-        tie_embeddings=False,
     )
 
 
@@ -101,15 +97,7 @@ def state_floats(cfg) -> int:
 
 def train_and_test(cfg, train, tests, mesh, desc, steps):
     """Train on `train` (dict of arrays), return {name: zoology accuracy on tests[name]} and the losses."""
-    run = jrt.RunConfig(
-        model=cfg,
-        optimizer=jrt.REFERENCE_OPTIMIZER.replace(
-            learning_rate=args.lr, warmup_fraction=0.1, end_lr_ratio=0.0
-        ),
-        steps=steps,
-        batch_size=args.batch,
-        seed=args.seed,
-    )
+    run = jrt.RunConfig.synthetic(cfg, steps, batch_size=args.batch, lr=args.lr, seed=args.seed)
     state, history = jrt.train(run, train, mesh=mesh, log_every=max(1, steps // 20), desc=desc)
     accs = {
         name: jrt.evaluate(state.params, data, cfg, batch_size=args.batch, mesh=mesh)["example_accuracy"]
@@ -213,30 +201,41 @@ def run_sd(mesh, results):
             )
 
 
+def _stat(values):
+    """'mean' for one seed, 'mean ± std (n)' for several (std over seeds, ddof=1)."""
+    v = np.asarray(values, float)
+    return f"{v.mean():.3f}" if v.size == 1 else f"{v.mean():.3f} ± {v.std(ddof=1):.3f} ({v.size})"
+
+
 def print_tables(results):
     methods = args.methods.split(",")
     mq = [r for r in results if r["task"] == "mqar"]
     rows = []
     for pairs, f in sorted({(r["pairs"], r["feature_dim"]) for r in mq}):
-        row = {r["method"]: r for r in mq if r["pairs"] == pairs and r["feature_dim"] == f}
-        line = {"pairs": pairs, "f": f, "state floats": next(iter(row.values()))["state_floats"]}
-        line.update({NAMES[m]: row[m]["accuracy"] if m in row else "-" for m in methods})
+        cell = [r for r in mq if r["pairs"] == pairs and r["feature_dim"] == f]
+        line = {"pairs": pairs, "f": f, "state floats": cell[0]["state_floats"]}
+        for m in methods:
+            accs = [r["accuracy"] for r in cell if r["method"] == m]
+            line[NAMES[m]] = _stat(accs) if accs else "-"
         rows.append(line)
     if rows:
         script.print_table(rows, title="MQAR accuracy (zoology metric)", digits=3)
     sd = [r for r in results if r["task"] == "sd"]
-    rows = [
-        {
-            "sizes": f"{r['sizes'][0]}/{r['sizes'][1]}",
-            "f": r["feature_dim"],
-            "state floats": r["state_floats"],
-            "method": NAMES[r["method"]],
-            "short first": r["accuracy_short_first"],
-            "long first": r["accuracy_long_first"],
-            "gap": r["accuracy_short_first"] - r["accuracy_long_first"],
-        }
-        for r in sd
-    ]
+    rows = []
+    for sizes, f, m in sorted({(tuple(r["sizes"]), r["feature_dim"], r["method"]) for r in sd}):
+        cell = [r for r in sd if tuple(r["sizes"]) == sizes and r["feature_dim"] == f and r["method"] == m]
+        a, b = [r["accuracy_short_first"] for r in cell], [r["accuracy_long_first"] for r in cell]
+        rows.append(
+            {
+                "sizes": f"{sizes[0]}/{sizes[1]}",
+                "f": f,
+                "state floats": cell[0]["state_floats"],
+                "method": NAMES[m],
+                "short first": _stat(a),
+                "long first": _stat(b),
+                "gap": _stat(np.subtract(a, b)),
+            }
+        )
     if rows:
         script.print_table(
             rows, title="Set disjointness accuracy (short set first / long set first)", digits=3
@@ -286,10 +285,17 @@ def main(argv=None):
     print(f"machine: {script.machine()}; mesh: {dict(run.mesh.shape)}")
     results = []
     tasks = args.tasks.split(",")
-    if "mqar" in tasks:
-        run_mqar(run.mesh, results)
-    if "sd" in tasks:
-        run_sd(run.mesh, results)
+    first = args.seed
+    for seed in range(first, first + args.seeds):
+        args.seed = seed  # data, parameters and batch order all follow the seed
+        n = len(results)
+        if "mqar" in tasks:
+            run_mqar(run.mesh, results)
+        if "sd" in tasks:
+            run_sd(run.mesh, results)
+        for r in results[n:]:
+            r["seed"] = seed
+    args.seed = first
     print_tables(results)
     run.save({"results": results}, figures={"recall": plot(results)})
     return 0

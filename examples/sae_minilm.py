@@ -10,7 +10,7 @@ baseline), and the top-activating tokens of a few features. Writes ``results.jso
 
     python examples/sae_minilm.py                                   # CPU defaults (a few minutes)
     python examples/sae_minilm.py --smoke --out /tmp/x              # every code path in seconds
-    python examples/sae_minilm.py --windows 20000 --steps 20000 --batch 4096 --expansion 32   # GPU scale
+    python examples/sae_minilm.py --windows 20000 --steps 20000 --batch-size 4096 --expansion 32   # GPU scale
 
 With the defaults the SAE explains most of the variance at L0 32 with no dead latents, and spliced into the
 model it recovers most of the sentence embedding that zero-ablation destroys; top tokens of random features
@@ -31,7 +31,7 @@ parser.add_argument("--length", type=int, default=128)
 parser.add_argument("--expansion", type=int, default=8, help="d_sae = expansion * 384")
 parser.add_argument("--k", type=int, default=32)
 parser.add_argument("--steps", type=int, default=500)
-parser.add_argument("--batch", type=int, default=1024)
+parser.add_argument("--batch-size", type=int, default=1024)
 parser.add_argument("--lr", type=float, default=1e-3)
 parser.add_argument("--features", type=int, default=6, help="features whose top tokens are shown")
 SMOKE = {
@@ -41,7 +41,7 @@ SMOKE = {
     "expansion": 1,
     "k": 8,
     "steps": 3,
-    "batch": 64,
+    "batch_size": 64,
     "features": 2,
 }
 args = script.parse(parser, smoke=SMOKE)
@@ -123,7 +123,7 @@ def main():
         cfg,
         acts,
         steps=args.steps,
-        batch_size=args.batch,
+        batch_size=args.batch_size,
         learning_rate=args.lr,
         seed=args.seed,
         mesh=run.mesh,

@@ -9,7 +9,7 @@ L0 vs MMCS) into ``--out`` (default outputs/sae_toy_frontier).
 
     python examples/sae_toy_frontier.py                       # CPU defaults: 10 runs x 400 steps, minutes
     python examples/sae_toy_frontier.py --smoke --out /tmp/x  # every code path in seconds
-    python examples/sae_toy_frontier.py --steps 5000 --batch 4096 --d-sae 2048 --train-tokens 2000000   # GPU
+    python examples/sae_toy_frontier.py --steps 5000 --batch-size 4096 --d-sae 2048 --train-tokens 2000000   # GPU
 
 At this budget TopK/BatchTopK reach a higher explained variance at a lower L0 than ReLU-L1, Gated and
 JumpReLU; no run is converged (the rarest features fire ~3e-4 of the time), so MMCS stays well below 1. A
@@ -29,7 +29,7 @@ parser.add_argument("--n-features", type=int, default=512)
 parser.add_argument("--avg-active", type=float, default=5.0)
 parser.add_argument("--d-sae", type=int, default=512)
 parser.add_argument("--steps", type=int, default=400)
-parser.add_argument("--batch", type=int, default=1024)
+parser.add_argument("--batch-size", type=int, default=1024)
 parser.add_argument("--lr", type=float, default=3e-3)
 parser.add_argument("--train-tokens", type=int, default=100_000)
 parser.add_argument("--eval-tokens", type=int, default=16_384)
@@ -44,7 +44,7 @@ SMOKE = {
     "avg_active": 3.0,
     "d_sae": 32,
     "steps": 3,
-    "batch": 64,
+    "batch_size": 64,
     "train_tokens": 1024,
     "eval_tokens": 256,
     "topk": "2",
@@ -106,7 +106,7 @@ def main():
             cfg,
             train_x,
             steps=args.steps,
-            batch_size=args.batch,
+            batch_size=args.batch_size,
             learning_rate=args.lr,
             seed=args.seed,
             mesh=run.mesh,
@@ -126,7 +126,7 @@ def main():
         results.append(row)
     script.print_table(
         [{"run": f"{r['architecture']} {sparsity(r)}", **{k: r[k] for k in COLUMNS}} for r in results],
-        title=f"held out ({args.eval_tokens} tokens), {args.steps} steps of {args.batch}",
+        title=f"held out ({args.eval_tokens} tokens), {args.steps} steps of {args.batch_size}",
     )
     run.save({"runs": results}, figures={"frontier": plot(results)})
 
