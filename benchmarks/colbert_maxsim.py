@@ -64,6 +64,8 @@ def main():
             "queries": 4,
             "repeats": 2,
         },
+        # one H200: 10k documents x 256 tokens reranked, a 100k-document index (ColBERTv2's centroid count)
+        accelerator={"docs": 10000, "index_docs": 100000, "num_centroids": 0, "queries": 64},
     )
     run = script.setup(args)
 

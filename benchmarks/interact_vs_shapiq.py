@@ -60,7 +60,9 @@ def parse_args():
     p.add_argument("--index-peer-max-n", type=int, default=10, help="largest n where shapiq runs the indices")
     smoke = {"ns": [4, 6], "ours_ns": [8], "pipeline_ns": [4], "repeats": 1, "ours_repeats": 2,
              "index_ns": [6], "index_peer_max_n": 6}  # fmt: skip
-    return script.parse(p, smoke=smoke)
+    # one H200: the transforms and indices up to n = 24 (2^24 subsets), the peer only where it is tractable
+    accelerator = {"ours_ns": [16, 20, 22, 24], "index_ns": [12, 16, 20, 24], "ns": [8, 10, 12]}
+    return script.parse(p, smoke=smoke, accelerator=accelerator)
 
 
 def to_bits(coalitions: np.ndarray) -> np.ndarray:

@@ -46,7 +46,9 @@ SMOKE = {
     "pool_batches": 2,
     "eval_tokens": 128,
 }
-args = script.parse(parser, smoke=SMOKE)
+# one H200: a Gemma-2-2B-width TopK SAE (d_in 2304, 16k latents), SAELens on the same GPU
+ACCELERATOR = {"d_in": 2304, "d_sae": 16384, "k": 64, "steps": 50, "device": "cuda"}
+args = script.parse(parser, smoke=SMOKE, accelerator=ACCELERATOR)
 run = script.setup(args)
 
 import jax  # noqa: E402
