@@ -28,7 +28,9 @@ def run_script(path, out, *extra, timeout=600):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", SCRIPTS, ids=[f"{p.parent.name}/{p.name}" for p in SCRIPTS])
 def test_script_smoke(path, tmp_path):
-    proc = run_script(path, tmp_path)
+    # run_all runs every benchmark; with --accelerator too, the GPU configurations' plumbing is exercised
+    extra = ("--accelerator",) if path.name == "run_all.py" else ()
+    proc = run_script(path, tmp_path, *extra, timeout=1200 if extra else 600)
     assert proc.returncode == 0, f"{path.name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     results = tmp_path / "results.json"
     assert results.is_file(), f"{path.name} wrote no results.json into --out"
@@ -39,11 +41,16 @@ def test_script_smoke(path, tmp_path):
 
 
 def test_every_script_uses_the_harness():
-    """No script keeps its own device prelude, mesh parser or argparse for the shared flags."""
+    """No script keeps its own device prelude, mesh parser or argparse for the shared flags, and the same
+    thing has the same flag everywhere."""
     for path in SCRIPTS:
         text = path.read_text()
         assert "xla_force_host_platform_device_count" not in text, path.name
-        assert "script.parser(" in text or "script.parser (" in text, f"{path.name} does not use jaxzoo.script"
+        assert "script.parser(" in text, f"{path.name} does not use jaxzoo.script"
+        assert "argparse.ArgumentParser(" not in text, f"{path.name} builds its own parser"
+        for alias, flag in (('"--batch"', "--batch-size"), ('"--devices"', "--cpu-devices / --mesh"),
+                            ('"--out-dir"', "--out"), ('"--output"', "--out")):
+            assert f"add_argument({alias}" not in text, f"{path.name}: use {flag} instead of {alias}"
 
 
 def test_readme_results_table_is_generated_from_results_files():
