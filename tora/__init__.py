@@ -43,6 +43,7 @@ from tora.trajectory import (
     trajectory_to_flow,
 )
 from tora.vae import VAE3D, kl_divergence, make_vae_loss_fn
+from tora.weights import load_opensora, opensora_state_dict_shapes
 
 __all__ = [
     "FUSER_VARIANTS",
@@ -71,6 +72,7 @@ __all__ = [
     "kl_divergence",
     "latent_shift_ratio",
     "load_base_params",
+    "load_opensora",
     "make_loss_fn",
     "make_optimizer",
     "make_sampler",
@@ -80,6 +82,7 @@ __all__ = [
     "make_vae_loss_fn",
     "motion_condition",
     "motion_features",
+    "opensora_state_dict_shapes",
     "ops",
     "recipe",
     "resample_trajectory",

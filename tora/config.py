@@ -41,7 +41,10 @@ class STDiTConfig(jaxzoo.Config):
     input_sq_size: int = 512  # reference side length in pixels of the 2D position-embedding scale
     vae_spatial_factor: int = 8  # pixels per latent cell; turns latent H, W into Open-Sora's height, width
     timestep_scale: float = 1000.0  # t in [0, 1] is embedded as t * 1000, as Open-Sora's t in [0, 1000]
-    default_fps: float = 24.0  # fps used when the caller passes none (Open-Sora uses 120 for images)
+    default_fps: float = 24.0  # fps of a video when the caller passes none (Open-Sora's inference default)
+    image_fps: float = 120.0  # fps of a single frame when the caller passes none (Open-Sora's IMG_FPS)
+    train_null_caption: bool = False  # False: the null caption y_embedding is fixed (Open-Sora's buffer);
+    # True: it learns like any other parameter
     rope_theta: float = 10000.0  # RoPE base of the temporal attention
     precision: jaxzoo.Precision = jaxzoo.Precision()  # compute dtype float32 or bfloat16; params stay float32
     remat: bool = False  # rematerialise each block pair in the backward pass (saves activation memory)

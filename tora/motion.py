@@ -21,6 +21,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import jaxzoo
 from jaxzoo.nn import flat_init
@@ -254,7 +255,8 @@ class TrajectoryExtractor(nn.Module):
 
 
 def check_flow_rgb(cfg: TrajectoryExtractorConfig, flow_rgb) -> None:
-    """ValueError with a sentence when flow RGB cannot go through the extractor (shapes only)."""
+    """ValueError with a sentence when flow RGB cannot go through the extractor (shapes; values in [-1, 1]
+    when concrete)."""
     if flow_rgb.ndim != 5 or flow_rgb.shape[-1] != 3:
         raise ValueError(
             f"the trajectory extractor expects flow RGB of shape [B, T, H, W, 3]; got {tuple(flow_rgb.shape)}."
@@ -265,3 +267,10 @@ def check_flow_rgb(cfg: TrajectoryExtractorConfig, flow_rgb) -> None:
         raise ValueError(
             f"flow RGB height and width must be multiples of {s} (motion VAE x unshuffle); got H={h}, W={w}."
         )
+    if not isinstance(flow_rgb, jax.core.Tracer):
+        v = np.asarray(flow_rgb)
+        if v.size and (not np.all(np.isfinite(v)) or v.min() < -1 - 1e-6 or v.max() > 1 + 1e-6):
+            raise ValueError(
+                "flow RGB must lie in [-1, 1] (tora.flow_to_rgb's output, Tora's /255*2-1); got values in "
+                f"[{v.min()}, {v.max()}]. Map uint8 images with x / 255 * 2 - 1."
+            )

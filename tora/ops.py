@@ -13,7 +13,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import jaxzoo
 
@@ -30,34 +29,37 @@ def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> j
     return emb
 
 
-def sincos_1d(pos: np.ndarray, dim: int) -> np.ndarray:
-    """[len(pos), dim] = [sin(p w), cos(p w)] with w_i = 10000^(-2i/dim), i < dim/2 (Open-Sora's `_get_sin_cos_emb`)."""
-    inv_freq = 1.0 / (10000.0 ** (np.arange(0, dim, 2, dtype=np.float64) / dim))  # [dim/2]
-    out = np.einsum("i,d->id", pos.astype(np.float64), inv_freq)
-    return np.concatenate([np.sin(out), np.cos(out)], axis=-1)
-
-
-def pos_embed_2d(h: int, w: int, dim: int, scale: float = 1.0, base_size: int | None = None) -> np.ndarray:
+def pos_embed_2d(h: int, w: int, dim: int, scale=1.0, base_size: int | None = None) -> jax.Array:
     """Open-Sora's `PositionEmbedding2D` for an h x w patch grid: [h * w, dim], row-major over (h, w).
 
     grid = arange(n) / scale * (base_size / n); the first dim/2 channels encode the w coordinate and the last
-    dim/2 the h coordinate (Open-Sora's variable names say the opposite; the values are these). Computed in
-    numpy from static shapes, so it is a constant under jit.
+    dim/2 the h coordinate (Open-Sora's variable names say the opposite; the values are these). float32 as
+    Open-Sora; `scale` may be a traced scalar (pixel height and width given as arrays), h, w are static.
     """
-    grid_h = np.arange(h, dtype=np.float64) / scale
-    grid_w = np.arange(w, dtype=np.float64) / scale
+    scale = jnp.asarray(scale, jnp.float32)
+    grid_h = jnp.arange(h, dtype=jnp.float32) / scale
+    grid_w = jnp.arange(w, dtype=jnp.float32) / scale
     if base_size is not None:
         grid_h = grid_h * (base_size / h)
         grid_w = grid_w * (base_size / w)
-    hh, ww = np.meshgrid(grid_h, grid_w, indexing="ij")  # [h, w]
-    emb_w = sincos_1d(ww.reshape(-1), dim // 2)
-    emb_h = sincos_1d(hh.reshape(-1), dim // 2)
-    return np.concatenate([emb_w, emb_h], axis=-1).astype(np.float32)
+    hh, ww = jnp.meshgrid(grid_h, grid_w, indexing="ij")  # [h, w]
+    emb_w = _sincos_1d_f32(ww.reshape(-1), dim // 2)
+    emb_h = _sincos_1d_f32(hh.reshape(-1), dim // 2)
+    return jnp.concatenate([emb_w, emb_h], axis=-1)
 
 
-def pos_embed_scale(h: int, w: int, *, height: float, width: float, input_sq_size: int) -> tuple[float, int]:
-    """(scale, base_size) of STDiT3: scale = sqrt(height * width) / input_sq_size, base_size = round(sqrt(h w))."""
-    return math.sqrt(height * width) / input_sq_size, round(math.sqrt(h * w))
+def _sincos_1d_f32(pos: jax.Array, dim: int) -> jax.Array:
+    inv_freq = 1.0 / (10000.0 ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))  # [dim/2]
+    out = pos[:, None] * inv_freq[None]
+    return jnp.concatenate([jnp.sin(out), jnp.cos(out)], axis=-1)
+
+
+def pos_embed_scale(h: int, w: int, *, height, width, input_sq_size: int) -> tuple:
+    """(scale, base_size) of STDiT3: scale = sqrt(height * width) / input_sq_size (pixels), base_size =
+    round(sqrt(h w)) (patches). height, width may be numbers or traced scalars."""
+    if isinstance(height, int | float) and isinstance(width, int | float):
+        return math.sqrt(height * width) / input_sq_size, round(math.sqrt(h * w))
+    return jnp.sqrt(jnp.asarray(height, jnp.float32) * width) / input_sq_size, round(math.sqrt(h * w))
 
 
 # ----------------------------------------------------------------------------- modulation
@@ -146,6 +148,21 @@ def shift_ratio(
     for latents this is their frame count T).
     """
     return jnp.sqrt(height * width / base_resolution) * jnp.sqrt(jnp.maximum(latent_frames, 1)) * scale
+
+
+def pixel_shift_ratio(
+    height, width, num_frames, base_resolution: float = 512 * 512, scale: float = 1.0
+) -> jax.Array:
+    """Open-Sora's `timestep_transform` ratio from the pixel geometry (scalars or [B] arrays, traceable).
+
+    As `opensora/schedulers/rf/rectified_flow.py`: sqrt(height * width / base_resolution) times
+    sqrt(num_frames // 17 * 5), with 1 for an image. Below 17 frames Open-Sora's formula gives 0 (every t
+    becomes 0, its issue #601); there we use ceil(num_frames / 4) as `opensora_latent_frames` does.
+    """
+    nf = jnp.asarray(num_frames, jnp.float32)
+    frames = jnp.where(nf <= 1, 1.0, jnp.where(nf < 17, jnp.ceil(nf / 4), jnp.floor(nf / 17) * 5))
+    h, w = jnp.asarray(height, jnp.float32), jnp.asarray(width, jnp.float32)
+    return jnp.sqrt(h * w / base_resolution) * jnp.sqrt(frames) * scale
 
 
 def timestep_shift(t: jax.Array, ratio: jax.Array) -> jax.Array:

@@ -238,8 +238,11 @@ class TimestepEmbedder(nn.Module):
 
 
 class CaptionEmbedder(nn.Module):
-    """Open-Sora `CaptionEmbedder`: MLP Dy -> C -> C (GELU tanh) over text-encoder features, with a learned
-    null caption `y_embedding` [model_max_length, Dy] that replaces y where `drop` [B] is True (CFG)."""
+    """Open-Sora `CaptionEmbedder`: MLP Dy -> C -> C (GELU tanh) over text-encoder features, with a null
+    caption `y_embedding` [model_max_length, Dy] that replaces y where `drop` [B] is True (CFG).
+
+    The null caption is a random constant as in Open-Sora (a buffer there; a parameter here, so checkpoints
+    carry it, behind `stop_gradient`); `cfg.train_null_caption=True` lets it learn instead."""
 
     config: STDiTConfig
 
@@ -251,6 +254,8 @@ class CaptionEmbedder(nn.Module):
             _p(lambda k, s: jax.random.normal(k, s) / s[1] ** 0.5, (None, "out")),
             (cfg.model_max_length, cfg.caption_channels),
         )
+        if not cfg.train_null_caption:  # Open-Sora registers y_embedding as a buffer: it never trains
+            null = jax.lax.stop_gradient(null)
         if drop is not None:
             y = jnp.where(drop[:, None, None], null[None, : y.shape[1]].astype(y.dtype), y)
         h = _dense(cfg.hidden_size, ("out", "mlp"), "fc1", dtype)(y)
@@ -288,8 +293,19 @@ class FinalLayer(nn.Module):
         return _dense(p, ("embed", None), "linear", _dtype(cfg))(out)
 
 
-def check_inputs(cfg: STDiTConfig, x, t, y, y_mask=None, fps=None, x_mask=None, motion=None) -> None:
-    """Raise ValueError with a sentence for inputs STDiT cannot take. Shapes only, so it runs before tracing."""
+def _concrete(a):
+    """numpy value of `a`, or None while tracing (value checks then run in the caller before jit)."""
+    if a is None or isinstance(a, jax.core.Tracer):
+        return None
+    return np.asarray(a)
+
+
+def check_inputs(
+    cfg: STDiTConfig, x, t, y, y_mask=None, fps=None, x_mask=None, motion=None, y_drop=None, height=None,
+    width=None, num_frames=None,
+) -> None:
+    """Raise ValueError with a sentence for inputs STDiT cannot take. Shapes always; values (t in [0, 1], a
+    caption mask with a real token per row) when they are concrete, so it runs before tracing."""
     if x.ndim != 5:
         raise ValueError(f"STDiT expects latents x of shape [B, T, H, W, C]; got shape {tuple(x.shape)}.")
     b, t_len, h, w, c = x.shape
@@ -302,6 +318,12 @@ def check_inputs(cfg: STDiTConfig, x, t, y, y_mask=None, fps=None, x_mask=None, 
         raise ValueError(f"x has {c} channels but the config expects in_channels={cfg.in_channels}.")
     if tuple(jnp.shape(t)) != (b,):
         raise ValueError(f"t must have shape [B] = ({b},); got {tuple(jnp.shape(t))}.")
+    tv = _concrete(t)
+    if tv is not None and tv.size and (not np.all(np.isfinite(tv)) or tv.min() < 0 or tv.max() > 1):
+        raise ValueError(
+            f"timesteps t must lie in [0, 1] (1 = pure noise; Open-Sora's 0-1000 units divided by 1000); got "
+            f"values in [{tv.min()}, {tv.max()}]."
+        )
     if y.ndim != 3 or y.shape[0] != b or y.shape[2] != cfg.caption_channels:
         raise ValueError(
             f"y must have shape [B, Ly, caption_channels] = ({b}, Ly, {cfg.caption_channels}); got {tuple(y.shape)}."
@@ -310,13 +332,29 @@ def check_inputs(cfg: STDiTConfig, x, t, y, y_mask=None, fps=None, x_mask=None, 
         raise ValueError(
             f"the caption has {y.shape[1]} tokens, more than model_max_length={cfg.model_max_length}."
         )
-    if y_mask is not None and tuple(y_mask.shape) != tuple(y.shape[:2]):
-        raise ValueError(
-            f"the caption mask y_mask must have shape [B, Ly] = {tuple(y.shape[:2])} to match the caption y; "
-            f"got {tuple(y_mask.shape)}."
-        )
+    if y_mask is not None:
+        if tuple(y_mask.shape) != tuple(y.shape[:2]):
+            raise ValueError(
+                f"the caption mask y_mask must have shape [B, Ly] = {tuple(y.shape[:2])} to match the caption "
+                f"y; got {tuple(y_mask.shape)}."
+            )
+        mv = _concrete(y_mask)
+        if mv is not None and not np.all(mv.astype(bool).any(axis=1)):
+            rows = np.flatnonzero(~mv.astype(bool).any(axis=1)).tolist()
+            raise ValueError(
+                f"the caption mask y_mask must mark at least one real token per clip; rows {rows} are all False "
+                "(pass the null caption with y_drop instead of an empty caption)."
+            )
+    if y_drop is not None and tuple(jnp.shape(y_drop)) != (b,):
+        raise ValueError(f"y_drop must have shape [B] = ({b},), one flag per clip; got {tuple(jnp.shape(y_drop))}.")
     if fps is not None and jnp.ndim(fps) > 0 and tuple(jnp.shape(fps)) != (b,):
         raise ValueError(f"fps must be a scalar or have shape [B] = ({b},); got {tuple(jnp.shape(fps))}.")
+    for name, v in (("height", height), ("width", width), ("num_frames", num_frames)):
+        if v is not None and jnp.ndim(v) > 0 and tuple(jnp.shape(v)) != (b,):
+            raise ValueError(f"{name} must be a scalar or have shape [B] = ({b},); got {tuple(jnp.shape(v))}.")
+        cv = _concrete(v)
+        if cv is not None and cv.size and cv.min() < 1:
+            raise ValueError(f"{name} (pixels / frames of the clip) must be >= 1; got {cv.min()}.")
     if x_mask is not None:
         if tuple(x_mask.shape) != (b, t_len):
             raise ValueError(
@@ -327,8 +365,22 @@ def check_inputs(cfg: STDiTConfig, x, t, y, y_mask=None, fps=None, x_mask=None, 
             raise ValueError(
                 f"a frame mask needs a temporal patch size of 1; got patch_size={cfg.patch_size}."
             )
-    if motion is not None and len(motion) != cfg.depth:
-        raise ValueError(f"motion must hold one entry per block pair (depth={cfg.depth}); got {len(motion)}.")
+    if motion is not None:
+        if len(motion) != cfg.depth:
+            raise ValueError(
+                f"motion must hold one entry per block pair (depth={cfg.depth}); got {len(motion)}."
+            )
+        if cfg.motion_fuser is None and any(m is not None for m in motion):
+            raise ValueError(
+                "motion features were given but this ST-DiT has no motion fuser (motion_fuser=None); they "
+                "would be ignored. Set motion_fuser and motion_channels, or pass motion=None."
+            )
+        for i, m in enumerate(motion):
+            if m is not None and (jnp.ndim(m) != 5 or m.shape[-1] != cfg.motion_channels):
+                raise ValueError(
+                    f"motion[{i}] must have shape [B, T', H', W', motion_channels={cfg.motion_channels}]; got "
+                    f"{tuple(jnp.shape(m))}."
+                )
 
 
 class STDiT(nn.Module):
@@ -337,15 +389,25 @@ class STDiT(nn.Module):
     y_mask [B, Ly] (True/1 = real token; default all), fps [B] or scalar (default cfg.default_fps),
     x_mask [B, T] bool (False = clean conditioning frame: t=0 modulation, default all True), motion: None
     or `depth` entries of None or [B, T', H', W', motion_channels] (Tora), y_drop [B] bool: replace the
-    caption by the learned null caption (classifier-free guidance).
+    caption by the null caption (classifier-free guidance).
+
+    Pixel geometry, as Open-Sora's `height`, `width`, `num_frames` model arguments (scalars or [B]; as
+    Open-Sora, the first clip's height and width set the position-embedding scale): height and width (pixels)
+    default to the latent size times `cfg.vae_spatial_factor`, which differs from Open-Sora at its buckets
+    (e.g. 240x426 pixels are 30x54 latents, not 240x432). num_frames (pixel frames) only picks the default
+    fps: `cfg.image_fps` (120) for one frame, else `cfg.default_fps`; without it one latent frame counts as
+    an image.
     """
 
     config: STDiTConfig
 
     @nn.compact
-    def __call__(self, x, t, y, y_mask=None, fps=None, x_mask=None, motion=None, y_drop=None):
+    def __call__(
+        self, x, t, y, y_mask=None, fps=None, x_mask=None, motion=None, y_drop=None, *, height=None, width=None,
+        num_frames=None,
+    ):
         cfg = self.config
-        check_inputs(cfg, x, t, y, y_mask, fps, x_mask, motion)
+        check_inputs(cfg, x, t, y, y_mask, fps, x_mask, motion, y_drop, height, width, num_frames)
         b, t_len, h, w, _ = x.shape
         dtype = _dtype(cfg)
 
@@ -363,18 +425,22 @@ class STDiT(nn.Module):
             dtype=dtype,
             name="x_embedder",
         )(tok)  # [B, T', H', W', C]
+        first = lambda v, d: d if v is None else (v if jnp.ndim(v) == 0 else v[0])  # Open-Sora's height[0]
         scale, base = ops.pos_embed_scale(
             hq,
             wq,
-            height=h * cfg.vae_spatial_factor,
-            width=w * cfg.vae_spatial_factor,
+            height=first(height, h * cfg.vae_spatial_factor),
+            width=first(width, w * cfg.vae_spatial_factor),
             input_sq_size=cfg.input_sq_size,
         )
         pos = ops.pos_embed_2d(hq, wq, cfg.hidden_size, scale=scale, base_size=base).reshape(hq, wq, -1)
         tok = tok + jnp.asarray(pos, dtype)
 
         # === conditioning: t (+ fps) -> adaLN-single; caption ===
-        fps = jnp.broadcast_to(jnp.asarray(cfg.default_fps if fps is None else fps, jnp.float32), (b,))
+        if fps is None:  # Open-Sora: IMG_FPS (120) for a single frame, the video's fps otherwise
+            single = (t_len == 1) if num_frames is None else (jnp.asarray(num_frames) == 1)
+            fps = jnp.where(single, cfg.image_fps, cfg.default_fps)
+        fps = jnp.broadcast_to(jnp.asarray(fps, jnp.float32), (b,))
         t_embedder = TimestepEmbedder(cfg, name="t_embedder")
         fps_emb = TimestepEmbedder(cfg, zero_last=True, name="fps_embedder")(fps)
         t_emb = t_embedder(t.astype(jnp.float32) * cfg.timestep_scale) + fps_emb  # [B, C]

@@ -66,17 +66,50 @@ class Tora(nn.Module):
     """x [B, T, H, W, C], t [B] in [0, 1], y [B, Ly, Dy], flow_rgb [B, F, H*, W*, 3] or None -> v like x.
 
     With flow_rgb None the motion path is skipped and Tora is its base ST-DiT.
+
+    Tora fine-tunes a trained base: Open-Sora's temporal blocks start with zero output projections, so on
+    a freshly initialised backbone the fusers in temporal blocks (and the extractor) get exactly zero
+    gradient. Load the base first (`load_base_params(params, tora.load_opensora(path))` or a base trained
+    here); `tora.train` warns when it sees an untrained backbone (`untrained_base_warning`).
     """
 
     config: ToraConfig
 
     @nn.compact
-    def __call__(self, x, t, y, flow_rgb=None, y_mask=None, fps=None, x_mask=None, y_drop=None, train=False):
+    def __call__(
+        self, x, t, y, flow_rgb=None, y_mask=None, fps=None, x_mask=None, y_drop=None, train=False, *,
+        height=None, width=None, num_frames=None,
+    ):
         check_tora_inputs(self.config, x, flow_rgb)
         motion = None
         if flow_rgb is not None:
             motion = TrajectoryExtractor(self.config.extractor, name="extractor")(flow_rgb, train)
-        return STDiT(self.config.stdit, name="stdit")(x, t, y, y_mask, fps, x_mask, motion, y_drop)
+        return STDiT(self.config.stdit, name="stdit")(
+            x, t, y, y_mask, fps, x_mask, motion, y_drop, height=height, width=width, num_frames=num_frames
+        )
+
+
+def untrained_base_warning(cfg: ToraConfig, params: Any) -> str | None:
+    """A sentence when Tora's motion modules would get exactly zero gradient from these parameters, else None.
+
+    Open-Sora zero-initialises the output projections (attn.proj) of its temporal blocks, so on a fresh,
+    untrained backbone every fuser placed in a temporal block (the default) multiplies into a zero matrix:
+    fusers and extractor receive zero gradient while the step still reports a loss. Tora fine-tunes a trained
+    base: load one first (`load_base_params`, `tora.load_opensora`).
+    """
+    s = cfg.stdit
+    if s.motion_position != "temporal" or cfg.trainable != "motion":
+        return None
+    flat = traverse_util.flatten_dict(nn.meta.unbox(params))
+    projs = [v for k, v in flat.items() if "attn" in k and "proj" in k and "kernel" in k
+             and any(str(p).startswith("temporal_block") for p in k)]
+    if projs and all(not isinstance(v, jax.core.Tracer) and not bool(jnp.any(v != 0)) for v in projs):
+        return (
+            "every temporal block's attn.proj is zero (a freshly initialised backbone), so Tora's motion modules "
+            "get exactly zero gradient; Tora fine-tunes a trained base: load one with tora.load_base_params or "
+            "tora.load_opensora first."
+        )
+    return None
 
 
 def motion_features(cfg: ToraConfig, variables: Any, flow_rgb: jax.Array) -> list[jax.Array]:
@@ -185,6 +218,8 @@ def make_tora_loss_fn(
     "y_mask", and "stage" [B] (1 or 2) when `stage` is None, so one compiled step serves both stages}. Part 1's rectified-flow inputs (`tora.flow.training_inputs`: logit-normal t, optional shift,
     target v = x0 - noise); the caption is dropped to the null caption with probability
     flow_cfg.caption_dropout, the motion condition (stage 1 dense, stage 2 sparse) is never dropped.
+    Frozen parameters (`trainable_mask`) sit behind `stop_gradient`, so the reported `grad_norm` is the
+    norm of the trainable gradient.
     """
     if stage not in (None, 1, 2):
         raise ValueError(
@@ -193,9 +228,13 @@ def make_tora_loss_fn(
     vae_f = model.config.stdit.vae_spatial_factor
 
     def loss_fn(params, extra, batch, rng):
+        # frozen parameters get exactly zero gradient, so the step's grad_norm measures what trains
+        keep = trainable_mask(params, model.config.trainable)
+        params = jax.tree.map(lambda p, k: p if k else jax.lax.stop_gradient(p), params, keep)
         x0 = batch["x"]
         k_in, k_drop, k_cond = jax.random.split(rng, 3)
-        x_t, t, target = training_inputs(x0, k_in, flow_cfg, None, vae_f)
+        geom = {k: batch[k] for k in ("height", "width", "num_frames") if batch.get(k) is not None}
+        x_t, t, target = training_inputs(x0, k_in, flow_cfg, None, vae_f, **geom)
         drop = jax.random.bernoulli(k_drop, flow_cfg.caption_dropout, (x0.shape[0],))
         rgb, _ = motion_condition(
             k_cond, batch["flow"], model.config, batch["stage"] if stage is None else stage
@@ -210,6 +249,7 @@ def make_tora_loss_fn(
             y_drop=drop,
             train=True,
             mutable=["batch_stats"],
+            **geom,
         )
         loss = ops.masked_frame_mse(v, target)
         return loss, ({"t_mean": t.mean()}, {**extra, "batch_stats": upd["batch_stats"]})
@@ -229,6 +269,12 @@ def make_tora_sampler(model: Tora, flow_cfg: FlowConfig = FlowConfig()) -> Calla
 
     def sample(variables, rng, y, flow_rgb=None, y_mask=None, **kwargs):
         motion = None
+        missing = [k for k in ("num_frames", "height", "width") if k not in kwargs]
+        if missing:
+            raise ValueError(
+                f"the Tora sampler needs the latent size as keywords num_frames, height and width; {missing} "
+                "missing."
+            )
         if flow_rgb is not None:
             probe = jnp.zeros((y.shape[0], kwargs["num_frames"], kwargs["height"], kwargs["width"], 1))
             check_tora_inputs(model.config, probe, flow_rgb)

@@ -17,6 +17,7 @@ optimizer state; read it with `jaxzoo.ema_params(state.opt_state)`).
 from __future__ import annotations
 
 import pathlib
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -31,7 +32,7 @@ from tora.config import RunConfig, STDiTConfig, ToraConfig, VAEConfig
 from tora.flow import make_loss_fn
 from tora.motion import TrajectoryExtractor
 from tora.stdit import STDiT
-from tora.tora_model import Tora, freeze, make_tora_loss_fn
+from tora.tora_model import Tora, freeze, make_tora_loss_fn, untrained_base_warning
 from tora.vae import VAE3D, make_vae_loss_fn
 
 __all__ = ["build_model", "init_state", "make_optimizer", "make_train_step", "recipe", "sample_inputs", "train"]
@@ -153,6 +154,10 @@ def train(
     num_steps: stop at this step instead of `run.steps` (a later call with the same workdir resumes);
     rng: the key of the training noise (default `fold_in(key(run.seed), 1)`)."""
     plan = init_state(run, mesh=mesh, workdir=workdir, zero1=zero1, params=params)
+    if isinstance(run.model, ToraConfig):
+        msg = untrained_base_warning(run.model, plan.state.params)
+        if msg:
+            warnings.warn(msg, stacklevel=2)
     step = make_train_step(run, mesh=mesh, state_sharding=plan.shardings)
     batches = data
     if mesh is not None:

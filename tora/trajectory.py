@@ -227,10 +227,17 @@ def flow_to_rgb(flow: jax.Array, *, quantize: bool = True) -> jax.Array:
     Tora does), plus float32 eps. Zero flow is white (1, 1, 1). With ``quantize`` (default) the colour is
     floored to 8 bits as torchvision's uint8 image is, then mapped ``/255*2-1`` as Tora feeds its VAE.
     """
-    flow = jnp.asarray(flow, jnp.float32)
+    flow = flow if hasattr(flow, "ndim") else np.asarray(flow, np.float32)
     if flow.ndim < 3 or flow.shape[-1] != 2:
         raise ValueError(f"flow must have shape [..., H, W, 2], got shape {tuple(flow.shape)}.")
-    return _flow_to_rgb(flow, quantize)
+    _check_finite("flow", flow)
+    return _flow_to_rgb(jnp.asarray(flow, jnp.float32), quantize)
+
+
+def _check_finite(name: str, a) -> None:
+    """ValueError when a concrete array holds NaN or inf (skipped while tracing)."""
+    if _is_concrete(a) and not np.all(np.isfinite(np.asarray(a))):
+        raise ValueError(f"{name} contains NaN or infinite values; every vector must be finite.")
 
 
 def sample_sparse_tracks(
@@ -242,7 +249,8 @@ def sample_sparse_tracks(
 ) -> tuple[jax.Array, jax.Array]:
     """Tora's stage-2 condition: sparse trajectories drawn from dense flow (`sample_flow` in its code).
 
-    Grid points with the given stride and a random offset; N ~ U{1..max_tracks} of them drawn without
+    Grid points as Tora's `get_keypoint` (sat/train_video.py): rows range(off_y, H, stride) and columns
+    range(off_x, W, stride) with a random offset in [0, stride); N ~ U{1..max_tracks} of them drawn without
     replacement with probability proportional to the first-frame flow magnitude (|flow[1]| + 1e-6, so a
     still clip samples uniformly); each is propagated through the frames by the flow at its rounded
     position (clipped into the frame). Jittable: the track count is fixed to ``max_tracks`` and a mask
@@ -255,21 +263,27 @@ def sample_sparse_tracks(
     """
     if flow.ndim != 4 or flow.shape[-1] != 2:
         raise ValueError(f"flow must have shape [T, H, W, 2], got shape {tuple(flow.shape)}.")
+    _check_finite("flow", flow)
     t, h, w, _ = flow.shape
     k_off, k_n, k_pick = jax.random.split(rng, 3)
     sy, sx = min(stride, h), min(stride, w)
-    gy, gx = -(-h // sy), -(-w // sx)  # ceil: grid rows / cols
+    gy, gx = -(-h // sy), -(-w // sx)  # ceil: the most grid rows / cols any offset gives
     off = jax.random.randint(k_off, (2,), 0, jnp.array([sy, sx]))
-    ys = jnp.minimum(jnp.arange(gy) * sy + off[0], h - 1)
-    xs = jnp.minimum(jnp.arange(gx) * sx + off[1], w - 1)
+    # Tora's get_keypoint: rows range(offset_h, H, stride), cols range(offset_w, W, stride); points past the
+    # frame do not exist (weight 0), they are not moved onto the last row or column
+    ys = jnp.arange(gy) * sy + off[0]
+    xs = jnp.arange(gx) * sx + off[1]
     yy, xx = jnp.meshgrid(ys, xs, indexing="ij")
     yy, xx = yy.reshape(-1), xx.reshape(-1)  # [G]
+    valid = (yy < h) & (xx < w)
+    yy, xx = jnp.minimum(yy, h - 1), jnp.minimum(xx, w - 1)
     first = flow[1] if t > 1 else flow[0]
-    mag = jnp.sqrt(jnp.sum(first[yy, xx] ** 2, -1)) + 1e-6
+    mag = jnp.where(valid, jnp.sqrt(jnp.sum(first[yy, xx] ** 2, -1)) + 1e-6, 0.0)
     g = yy.shape[0]
     m = min(max_tracks, g)
+    # without replacement (Gumbel top-k): the zero-weight points come after every real one
     pick = jax.random.choice(k_pick, g, (m,), replace=False, p=mag / mag.sum())
-    n = jax.random.randint(k_n, (), 1, m + 1)
+    n = jax.random.randint(k_n, (), 1, jnp.minimum(m, valid.sum()) + 1)
     mask = (jnp.arange(m) < n).astype(jnp.float32)
     p0 = jnp.stack([xx[pick], yy[pick]], -1).astype(jnp.float32)  # [m, 2]
 

@@ -38,11 +38,46 @@ def init(*args, **kwargs):
         ),
         ((X, T, Y), {"fps": jnp.ones(3)}, r"fps must be a scalar or have shape \[B\]"),
         ((X, T, Y), {"motion": [None, None]}, r"one entry per block pair \(depth=1\)"),
+        ((X, jnp.array([0.5, 500.0]), Y), {}, r"timesteps t must lie in \[0, 1\].*0-1000 units"),
+        ((X, jnp.array([-0.1, 0.5]), Y), {}, r"timesteps t must lie in \[0, 1\]"),
+        ((X, T, Y), {"y_mask": jnp.array([[1, 0, 0], [0, 0, 0]], bool)}, r"at least one real token.*rows \[1\]"),
+        ((X, T, Y), {"motion": [jnp.zeros((2, 2, 2, 2, 8))]}, r"no motion fuser \(motion_fuser=None\)"),
+        ((X, T, Y), {"y_drop": jnp.zeros((3,), bool)}, r"y_drop must have shape \[B\] = \(2,\)"),
+        ((X, T, Y), {"height": jnp.ones(3)}, r"height must be a scalar or have shape \[B\]"),
     ],
 )
 def test_stdit_input_errors(args, kwargs, match):
     with pytest.raises(ValueError, match=match):
         init(*args, **kwargs)
+
+
+def test_motion_channel_count_is_checked_at_init_and_apply():
+    cfg = STDiTConfig.tiny(depth=1, motion_fuser="adanorm", motion_channels=8)
+    good, bad = [jnp.zeros((2, 2, 2, 2, 8))], [jnp.zeros((2, 2, 2, 2, 5))]
+    with pytest.raises(ValueError, match=r"motion\[0\] must have shape \[B, T', H', W', motion_channels=8\]"):
+        jax.eval_shape(lambda: STDiT(cfg).init(jax.random.key(0), X, T, Y, motion=bad))
+    v = jax.eval_shape(lambda: STDiT(cfg).init(jax.random.key(0), X, T, Y, motion=good))
+    with pytest.raises(ValueError, match=r"motion_channels=8\]; got \(2, 2, 2, 2, 5\)"):
+        jax.eval_shape(lambda p: STDiT(cfg).apply(p, X, T, Y, motion=bad), v)
+
+
+def test_flow_rgb_outside_unit_range_raises():
+    from tora.config import TrajectoryExtractorConfig
+    from tora.motion import check_flow_rgb
+
+    ext = TrajectoryExtractorConfig.tiny()
+    check_flow_rgb(ext, jnp.zeros((1, 2, 4, 4, 3)))
+    with pytest.raises(ValueError, match=r"flow RGB must lie in \[-1, 1\].*x / 255 \* 2 - 1"):
+        check_flow_rgb(ext, jnp.full((1, 2, 4, 4, 3), 255.0))
+
+
+def test_tora_sampler_needs_the_latent_size():
+    from tora.config import ToraConfig
+    from tora.tora_model import Tora, make_tora_sampler
+
+    sample = make_tora_sampler(Tora(ToraConfig.tiny()))
+    with pytest.raises(ValueError, match=r"needs the latent size as keywords.*\['num_frames'\] missing"):
+        sample({}, jax.random.key(0), Y, None, height=4, width=4)
 
 
 def test_frame_mask_needs_temporal_patch_one():
@@ -97,6 +132,10 @@ def test_num_frames_below_one():
         ),
         ({"x_mask": jnp.ones((2, 2), bool)}, r"x_cond .* and x_mask .* go together"),
         ({"x_mask": jnp.ones((2, 2), bool), "x_cond": jnp.zeros((2, 2, 4, 4, 3))}, r"x_cond must have shape"),
+        ({"num_frames": 2.5}, r"num_frames \(latent size\) must be an integer; got 2.5 of type float"),
+        ({"fps": jnp.ones(3)}, r"fps must be a scalar or have shape \[B\] = \(2,\)"),
+        ({"y_mask": jnp.zeros((2, 3), bool)}, r"at least one real token per clip"),
+        ({"pixel_size": (51, 240)}, r"pixel_size must be \(num_frames, height, width\)"),
     ],
 )
 def test_sampler_errors(kwargs, match):

@@ -288,3 +288,37 @@ def test_sharded_step_equals_single_device():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)  # reduction order
     for a, b in zip(jax.tree.leaves(s1.extra), jax.tree.leaves(s2.extra)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_fresh_backbone_warns(monkeypatch):
+    import warnings
+
+    import jaxzoo
+    import tora
+    from tora.tora_model import untrained_base_warning
+
+    cfg = _small()
+    run = tora.RunConfig.tiny(model=cfg, steps=1, batch_size=2, stage=1)
+    plan = tora.init_state(run)
+    assert "zero gradient" in untrained_base_warning(cfg, plan.state.params)
+    assert untrained_base_warning(cfg, _trained_like(plan.state.params)) is None
+    monkeypatch.setattr(jaxzoo, "fit", lambda state, *a, **k: (state, []))  # no training: only the check
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        tora.train(run, lambda s: _batch(b=2), num_steps=1, progress=False)
+    assert any("Tora fine-tunes a trained base" in str(x.message) for x in w)
+
+
+@pytest.mark.slow
+def test_grad_norm_counts_trainable_parameters_only():
+    import tora
+
+    cfg = _small()
+    run = tora.RunConfig.tiny(model=cfg, steps=1, batch_size=2, stage=1)
+    plan = tora.init_state(run)
+    step = tora.make_train_step(run, donate=False)
+    _, m = step(plan.state, _batch(b=2), jax.random.key(0))
+    # fresh backbone: the only trainable gradient is zero, and grad_norm says so (frozen grads not counted)
+    assert float(m["grad_norm"]) == 0.0
+    _, m2 = step(plan.state.replace(params=_trained_like(plan.state.params)), _batch(b=2), jax.random.key(0))
+    assert float(m2["grad_norm"]) > 0

@@ -299,3 +299,50 @@ def test_track_centroids_on_drawn_squares():
     np.testing.assert_allclose(got[0, 0], [(w - 1) / 2, (h - 1) / 2])
     with pytest.raises(ValueError, match=r"\[T, H, W, 3\]"):
         track_centroids(video[0], colors, bg)
+
+
+def tora_get_keypoint(rng, first_flow, lamb, reshape_size, max_sample_num):
+    """Tora's `get_keypoint` (alibaba/Tora, sat/train_video.py, commit 9a23dceb905d8b224983f7a94f42a6db79c9c63b)
+    in numpy: first_flow [2, H, W]; returns [[x, y]] start points."""
+    h, w = reshape_size
+    offset_h, offset_w = rng.integers(0, lamb), rng.integers(0, lamb)
+    h_indice = np.arange(offset_h, h, lamb)
+    w_indice = np.arange(offset_w, w, lamb)
+    new_w = w_indice.shape[0]
+    sample_flow = first_flow[..., offset_h::lamb, offset_w::lamb].reshape(2, -1)
+    candidates_val = np.linalg.norm(sample_flow.astype(float), axis=0)
+    candidates_val = candidates_val / candidates_val.sum()
+    sample_n = rng.integers(1, max_sample_num + 1)
+    sample_list = rng.choice(len(candidates_val), size=sample_n, p=candidates_val, replace=False)
+    return [[w_indice[idx % new_w], h_indice[idx // new_w]] for idx in sample_list]
+
+
+def test_sparse_track_starts_follow_toras_grid():
+    # 80 x 80, stride 32, uniform motion: Tora's grid puts ~2.5% of the starts on the last row or column;
+    # the old grid (clipped onto the edge) put about a third there.
+    h = w = 80
+    flow = np.zeros((3, h, w, 2), np.float32)
+    flow[1:] = [0.5, 0.0]
+    keys = jax.random.split(jax.random.key(0), 400)
+    tracks, mask = jax.jit(jax.vmap(lambda k: sample_sparse_tracks(k, jnp.asarray(flow), max_tracks=4)))(keys)
+    starts = np.asarray(tracks)[:, :, 0][np.asarray(mask) > 0]  # [N, 2]
+    edge = np.mean((starts[:, 0] == w - 1) | (starts[:, 1] == h - 1))
+    rng = np.random.default_rng(0)
+    ref = np.array([p for _ in range(2000) for p in tora_get_keypoint(rng, flow[1].transpose(2, 0, 1), 32, (h, w), 4)])
+    ref_edge = np.mean((ref[:, 0] == w - 1) | (ref[:, 1] == h - 1))
+    assert ref_edge < 0.05 and abs(edge - ref_edge) < 0.03, (edge, ref_edge)
+    # the same support: every start is a point of some Tora grid, offsets in [0, 32)
+    assert starts.min() >= 0 and starts.max() <= 79
+    assert abs(np.mean(starts[:, 1] // 32 == 2) - np.mean(ref[:, 1] // 32 == 2)) < 0.05
+
+
+def test_nan_flow_and_tracks_raise():
+    bad = np.zeros((3, 8, 8, 2), np.float32)
+    bad[1, 2, 3, 0] = np.nan
+    with pytest.raises(ValueError, match="flow contains NaN or infinite values"):
+        flow_to_rgb(bad)
+    with pytest.raises(ValueError, match="flow contains NaN or infinite values"):
+        sample_sparse_tracks(jax.random.key(0), jnp.asarray(bad))
+    tr = np.array([[1.0, 1.0], [np.nan, 2.0]])
+    with pytest.raises(ValueError, match="tracks contain NaN"):
+        trajectory_to_flow(tr, 2, 8, 8)
