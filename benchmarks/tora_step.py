@@ -11,7 +11,7 @@ CPU (tiny preset, a few minutes on 2 cores):
     python benchmarks/tora_step.py
     python benchmarks/tora_step.py --smoke --out /tmp/tora_step          # every code path in seconds
 GPU (STDiT3-XL/2 dims, bf16, 51 frames at 480p -> 15 x 60 x 106 latents; H100/H200 bf16 peak 989 TFLOP/s):
-    python benchmarks/tora_step.py --preset xl --dtype bfloat16 --remat --batch 1 \
+    python benchmarks/tora_step.py --preset xl --dtype bfloat16 --remat --batch-size 1 \
         --shapes 15x60x106,15x30x53,5x60x106 --caption-len 300 --peak-tflops 989
 
 The peer column is empty: Open-Sora's STDiT3 needs CUDA + colossalai/apex to train, which this machine
@@ -48,13 +48,21 @@ def main():
     p = script.parser(__doc__)
     p.add_argument("--preset", choices=["tiny", "xl"], default="tiny")
     p.add_argument("--shapes", default="1x8x8,4x8x8,4x16x16,8x16x16", help="latent T x H x W list")
-    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--caption-len", type=int, default=8)
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--remat", action="store_true")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU (0 = not reported)")
-    args = script.parse(p, smoke={"shapes": "1x4x4,2x4x4", "repeats": 1, "batch": 2, "preset": "tiny"})
+    args = script.parse(
+        p,
+        smoke={"shapes": "1x4x4,2x4x4", "repeats": 1, "batch_size": 2, "preset": "tiny"},
+        # one H200: STDiT3-XL/2 in bf16 with remat at 240p buckets (5 and 15 latent frames)
+        accelerator={"preset": "xl", "dtype": "bfloat16", "remat": True, "batch_size": 1,
+                     "shapes": "5x30x53,15x30x53", "caption_len": 300, "repeats": 3},
+    )
+    if not args.peak_tflops:  # the device's listed peak, when it has one (not on CPUs)
+        args.peak_tflops = (jaxzoo.flops.peak_flops() or 0.0) / 1e12
     run = script.setup(args)
 
     base = STDiTConfig.xl() if args.preset == "xl" else STDiTConfig.tiny()
@@ -62,10 +70,10 @@ def main():
     if args.smoke:
         cfg = cfg.replace(depth=1)
     train_cfg = RunConfig(model=cfg, flow=FlowConfig(), optimizer=OPENSORA_OPTIMIZER.replace(warmup_steps=0),
-                          steps=1000, batch_size=args.batch, seed=args.seed)
+                          steps=1000, batch_size=args.batch_size, seed=args.seed)
     mesh = run.mesh if args.mesh else None
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
-    b, ly = args.batch, args.caption_len
+    b, ly = args.batch_size, args.caption_len
     key = run.rng
     y = jax.random.normal(key, (b, ly, cfg.caption_channels))
     plan = init_state(train_cfg, key, mesh=mesh)

@@ -61,7 +61,7 @@ def parse_args(argv=None):
     p = script.parser(__doc__)
     p.add_argument("--frames", type=int, default=8, help="frames per clip")
     p.add_argument("--size", type=int, default=16, help="frame height = width in pixels (multiple of 2)")
-    p.add_argument("--batch", type=int, default=8, help="clips per training step")
+    p.add_argument("--batch-size", type=int, default=8, help="clips per training step")
     p.add_argument("--hidden", type=int, default=32, help="ST-DiT width")
     p.add_argument("--depth", type=int, default=2, help="ST-DiT block pairs (= extractor levels)")
     p.add_argument("--motion-channels", type=int, default=16, help="extractor width")
@@ -77,7 +77,7 @@ def parse_args(argv=None):
     p.add_argument("--sample-steps", type=int, default=12, help="Euler steps when generating")
     p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (text)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    smoke = dict(frames=2, size=12, batch=4, hidden=16, depth=1, motion_channels=8, base_steps=2, stage_steps=1,
+    smoke = dict(frames=2, size=12, batch_size=4, hidden=16, depth=1, motion_channels=8, base_steps=2, stage_steps=1,
                  fusers="adanorm", eval_clips=2, sample_steps=2, kernel_size=3, no_progress=True)
     return script.parse(p, argv, smoke=smoke)
 
@@ -122,7 +122,7 @@ def batch_fn(a, stage_from=None):
     """step -> batch; with stage_from, the batch says stage 1 before that step and stage 2 from it."""
 
     def get(step):
-        b = make_batch(a.seed * 1_000_003 + step, a.batch, a.frames, a.size, a.size)
+        b = make_batch(a.seed * 1_000_003 + step, a.batch_size, a.frames, a.size, a.size)
         out = {
             "x": b["video"],
             "y": caption_features(b["tokens"], CAPTION_DIM),
@@ -130,7 +130,7 @@ def batch_fn(a, stage_from=None):
             "flow": b["flow"],
         }
         if stage_from is not None:
-            out["stage"] = np.full((a.batch,), 1 if step < stage_from else 2, np.int32)
+            out["stage"] = np.full((a.batch_size,), 1 if step < stage_from else 2, np.int32)
         return out
 
     return get
@@ -154,7 +154,7 @@ def main():
     # ---- 1. base ST-DiT, no motion --------------------------------------------------------------
     t0 = time.time()
     base_run = RunConfig(model=stdit_config(a), flow=flow_cfg, optimizer=optimizer(a), steps=a.base_steps,
-                         batch_size=a.batch, seed=a.seed)
+                         batch_size=a.batch_size, seed=a.seed)
     state, hist = tora.train(base_run, batch_fn(a), mesh=mesh, workdir=out / f"base-{tag(base_run)}",
                              checkpoint_every=100, log_every=25, progress=progress, desc="base ST-DiT")
     base_model = STDiT(base_run.model)
@@ -206,7 +206,7 @@ def main():
     for fuser in [f for f in a.fusers.split(",") if f]:
         # One compiled step for both stages: the batch carries the stage (dense before stage_steps).
         tora_run = RunConfig(model=tora_config(a, fuser), flow=flow_cfg, optimizer=optimizer(a),
-                             steps=2 * a.stage_steps, batch_size=a.batch, seed=a.seed, stage=None)
+                             steps=2 * a.stage_steps, batch_size=a.batch_size, seed=a.seed, stage=None)
         model = Tora(tora_run.model)
         workdir = out / f"tora-{fuser}-{tag(tora_run)}"
         sampler = make_tora_sampler(model, flow_cfg)
