@@ -26,10 +26,24 @@ Writes results.json (accuracies, state sizes, final losses, seconds per model) a
 beyond the task vocabulary, the reference AdamW at lr 1e-2 with 10% warm-up and cosine decay to 0);
 filler tokens 0 on the CPU (zoology's ICLR figure 2).
 
-What to expect (numbers in results.json): on MQAR at the CPU defaults JRT-RNN is the most accurate of the
-three at equal state size, while single 300-step runs are noisy enough that the Based/JRT-Prompt order
-can flip between state sizes. Set disjointness is not learned in 1200 CPU steps (the models overfit 4096
-examples), so the order (in)dependence claim needs the GPU flags above.
+What to expect. MQAR at the CPU defaults, 3 seeds (`--tasks mqar --seeds 3`, seeds 0-2: data, init and
+batch order all follow the seed), zoology accuracy mean ± std over seeds; 18 runs, 800 s on a shared
+2-core CPU:
+
+| pairs | f | state floats | Based (causal LA) | Based + JRT-Prompt | JRT-RNN (PLA) |
+|---|---|---|---|---|---|
+| 4 | 4 | 1365 | 0.168 ± 0.007 | 0.707 ± 0.397 | 0.349 ± 0.280 |
+| 4 | 8 | 4745 | 0.153 ± 0.068 | 0.464 ± 0.433 | 0.482 ± 0.341 |
+
+Per seed (0, 1, 2): JRT-Prompt 0.968 / 0.903 / 0.251 at f=4 and 0.248 / 0.963 / 0.181 at f=8; JRT-RNN
+0.207 / 0.672 / 0.168 and 0.841 / 0.442 / 0.163; Based stays at 0.08-0.21. So in 300 steps a run either
+finds the recall solution or does not, and which one happens depends on the seed: both ways of reading the
+context twice beat causal Based on average and in their best runs, but the spread is as large as the gap
+between JRT-Prompt and JRT-RNN, and 3 seeds do not order those two. The runs are not bit-reproducible
+across machines either (our guess: XLA's CPU code differs between CPU models): the previous defaults
+(before the presets, without the reserved [MASK] id) gave at f=8 Based 0.381 / JRT-Prompt 0.892 /
+JRT-RNN 0.708 on one machine and 0.197 / 0.917 / 0.935 on another of the same kind, seed 0 each. Set disjointness is not learned in 1200 CPU steps (the models overfit 4096 examples), so the
+order (in)dependence claim needs the GPU flags above.
 """
 
 import sys
@@ -253,11 +267,18 @@ def plot(results):
     mq = [r for r in results if r["task"] == "mqar"]
     for m in methods:
         for pairs in sorted({r["pairs"] for r in mq}):
-            pts = sorted(
-                (r["state_floats"], r["accuracy"]) for r in mq if r["method"] == m and r["pairs"] == pairs
-            )
-            if pts:
-                axes[0].plot(*zip(*pts), marker="o", label=f"{NAMES[m]}, N={pairs}")
+            cell = [r for r in mq if r["method"] == m and r["pairs"] == pairs]
+            sizes = sorted({r["state_floats"] for r in cell})
+            accs = [[r["accuracy"] for r in cell if r["state_floats"] == z] for z in sizes]
+            if sizes:  # mean over seeds, error bars = std over seeds
+                axes[0].errorbar(
+                    sizes,
+                    [np.mean(a) for a in accs],
+                    yerr=[np.std(a) for a in accs],
+                    marker="o",
+                    capsize=3,
+                    label=f"{NAMES[m]}, N={pairs}",
+                )
     axes[0].set(
         xscale="log", xlabel="recurrent state (floats)", ylabel="accuracy", title="MQAR", ylim=(0, 1.02)
     )

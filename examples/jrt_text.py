@@ -21,9 +21,24 @@ tokens, plain and with JRT-Prompt (the passage written twice before the cue).
 Run (CPU defaults, a few minutes on 2 cores; `--smoke` runs every path in seconds):
     python examples/jrt_text.py [--out DIR] [--seed S] [--smoke]
 Writes results.json (parameters, losses, perplexities, probe accuracies, seconds) and text.png (training
-curves) into --out (default outputs/jrt_text) and prints the table. What to expect: see results.json of
-a run; at these sizes (a ~1M-parameter model, a few hundred steps) all three models learn the local
-statistics of the text and the recall probe separates them far less than the synthetic tasks do.
+curves) into --out (default outputs/jrt_text) and prints the table.
+
+Measured (defaults, seed 0, one run each; 300 steps x 16 x 128 tokens = 0.61M tokens, 4 layers, d 64,
+BPE vocab 1024; ~4 minutes per model on a shared 2-core CPU):
+
+| model | params | held-out ppl (positions >= 64) | probe | probe, JRT-Prompt | final train loss |
+|---|---|---|---|---|---|
+| Based | 241,600 | 55.1 | 0/64 | 0/64 | 3.66 |
+| JRT-RNN | 246,720 | 105.2 | 0/64 | 0/64 | 5.67 (NTP + 0.25 MLM) |
+| Transformer++ | 229,952 | 82.5 | 0/64 | 0/64 | 4.21 |
+
+Stated plainly: at this size and budget JRT-RNN is the worst of the three on held-out perplexity. It is
+trained with next-token loss on only the positions >= M (half of each row) plus the MLM term, so it gets
+half of the others' next-token signal for the same tokens; the paper's comparison is at 360M-1.3B
+parameters and 30-50B tokens. No model solves the copy probe (all 0/64), with or without JRT-Prompt, so
+this run says nothing about recall on real text; Based, with BaseConv and a local window, beats a
+full-attention Transformer++ of similar size this early in training. One seed: the ordering is not
+established beyond it.
 """
 
 import pathlib

@@ -3,13 +3,17 @@
 `jrt.LM(config=cfg)` is the language model (mixers: BaseConv, sliding-window attention, prefix linear
 attention for JRT or causal linear attention for Based); the maths lives in `jrt.ops`. Training runs on the
 jaxzoo runtime: `jrt.RunConfig` (model + optimizer + steps) -> `jrt.init_state` / `jrt.make_train_step` /
-`jrt.train`, and `jaxzoo.rebuild(workdir)` brings a run back from its folder.
+`jrt.train`, and `jaxzoo.rebuild(workdir)` brings a run back from its folder. Small synthetic tasks:
+`jrt.JRTConfig.synthetic(...)` + `jrt.RunConfig.synthetic(model)`. Released PyTorch checkpoints:
+`jrt.from_torch_state_dict` / `jrt.to_torch_state_dict` (and `JRTConfig(padding="reference")` to score
+left-padded prompts as the authors' harness does).
 """
 
 from jrt.config import MIXERS, JRTConfig, layer_pattern
+from jrt.convert import from_torch_state_dict, to_torch_state_dict
 from jrt.data import batch_iterator, mqar, recall_accuracy, repeat_context, set_disjointness
 from jrt.generate import decode_token, generate, pad_prompt, prefill_cache
-from jrt.losses import IGNORE, cross_entropy, eval_metrics, loss_fn, make_loss_fn, mlm_mask
+from jrt.losses import IGNORE, check_batch, cross_entropy, eval_metrics, loss_fn, make_loss_fn, mlm_mask
 from jrt.model import LM, init_params, sharding_examples
 from jrt.ops import (
     LinearAttentionState,
@@ -18,9 +22,10 @@ from jrt.ops import (
     linear_attention,
     prefill,
     prefix_linear_attention,
+    prefix_positions,
     taylor_feature_map,
 )
-from jrt.prompt import contains_match, jrt_prompt, jrt_prompt_text, truncate_context
+from jrt.prompt import contains_match, jrt_prompt, jrt_prompt_text, truncate_context, truncate_context_text
 from jrt.train import (
     REFERENCE_OPTIMIZER,
     RunConfig,
@@ -41,6 +46,7 @@ __all__ = [
     "LinearAttentionState",
     "RunConfig",
     "batch_iterator",
+    "check_batch",
     "contains_match",
     "cross_entropy",
     "decay_mask",
@@ -49,6 +55,7 @@ __all__ = [
     "eval_metrics",
     "evaluate",
     "feature_dim",
+    "from_torch_state_dict",
     "generate",
     "init_params",
     "init_state",
@@ -66,11 +73,14 @@ __all__ = [
     "prefill",
     "prefill_cache",
     "prefix_linear_attention",
+    "prefix_positions",
     "recall_accuracy",
     "repeat_context",
     "set_disjointness",
     "sharding_examples",
     "taylor_feature_map",
+    "to_torch_state_dict",
     "train",
     "truncate_context",
+    "truncate_context_text",
 ]

@@ -6,7 +6,11 @@ The prompt runs through the parallel form once ("prefill"), which leaves per lay
 "decode" step and the cache keeps its size, so memory does not grow with the number of generated tokens.
 
 JRT prompts shorter than M = cfg.encoder_len are left-padded with cfg.pad_token_id up to M and masked
-(the reference's `default_left_pad`); the mask keeps padded tokens out of every sum.
+(the reference's `default_left_pad`); the mask keeps padded tokens out of every sum. A ragged batch is
+left-padded ([B, L] prompt and mask); each row's encoder prefix is its own first M real tokens, so a row
+generates what it generates alone (prompts shorter than, equal to or longer than M). The prefix is fixed
+at prefill: a prompt with fewer than M real tokens keeps them as its whole prefix, and generated tokens
+never join it (the reference's decode refuses encoder inputs after prefill).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jrt.config import JRTConfig
-from jrt.model import LM, check_token_ids
+from jrt.model import LM, check_mask, check_token_ids
 
 
 def pad_prompt(cfg: JRTConfig, prompt, mask=None):
@@ -33,7 +37,14 @@ def pad_prompt(cfg: JRTConfig, prompt, mask=None):
     if prompt.shape[1] == 0:
         raise ValueError("prompt must hold at least one token, but got length 0.")
     check_token_ids(prompt, cfg.vocab_size, "prompt")
-    mask = np.ones(prompt.shape, bool) if mask is None else np.asarray(mask, bool).reshape(prompt.shape)
+    if mask is None:
+        mask = np.ones(prompt.shape, bool)
+    else:
+        mask = np.asarray(mask)
+        if mask.ndim == 1 and prompt.shape[0] == 1:
+            mask = mask[None]
+        check_mask(mask, prompt.shape)
+        mask = mask.astype(bool)
     short = cfg.prefix_len - prompt.shape[1]
     if short > 0:
         prompt = np.pad(prompt, ((0, 0), (short, 0)), constant_values=cfg.pad_token_id)

@@ -75,6 +75,29 @@ def check_token_ids(ids, vocab_size: int, what: str = "input_ids") -> None:
         )
 
 
+def check_mask(mask, shape, what: str = "mask") -> None:
+    """ValueError unless `mask` [B, L] has exactly `shape` and, when concrete, every row is left-padded
+    (False...False True...True) with at least one real token."""
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(
+            f"{what} must have the shape [B, L] = {tuple(shape)} of the token ids, but got {tuple(mask.shape)}."
+        )
+    if isinstance(mask, jax.core.Tracer):
+        return
+    mask = np.asarray(mask).astype(bool)
+    empty = np.flatnonzero(~mask.any(axis=1))
+    if empty.size:
+        raise ValueError(
+            f"{what} row {int(empty[0])} is all padding; every row needs at least one real token."
+        )
+    right = np.flatnonzero((mask[:, :-1] & ~mask[:, 1:]).any(axis=1))
+    if right.size:
+        raise ValueError(
+            f"{what} must be left padding (False ... False True ... True), but row {int(right[0])} has a "
+            "padded position after a real token (right padding or a hole)."
+        )
+
+
 def check_inputs(cfg: JRTConfig, input_ids, mask, mode: str) -> None:
     """Shape and value checks of `LM.__call__`, on shapes before tracing."""
     if mode not in MODES:
@@ -97,8 +120,8 @@ def check_inputs(cfg: JRTConfig, input_ids, mask, mode: str) -> None:
                 f"The encoder length M={cfg.prefix_len} must be at most the sequence length L={n}; "
                 "left-pad the prompt to M tokens (jrt.generate does this)."
             )
-    if mask is not None and tuple(mask.shape) != tuple(input_ids.shape):
-        raise ValueError(f"mask must have the shape of input_ids {input_ids.shape}, but got {mask.shape}.")
+    if mask is not None:
+        check_mask(mask, input_ids.shape)
     check_token_ids(input_ids, cfg.vocab_size)
 
 
@@ -109,12 +132,13 @@ class BaseConv(nn.Module):
     mode: str = "parallel"
 
     @nn.compact
-    def __call__(self, x, mask, positions):  # x [B, L, d] -> [B, L, d]
+    def __call__(self, x, mask, positions, prefix=None):  # x [B, L, d] -> [B, L, d]
         cfg = self.config
         inner = cfg.conv_expand * cfg.d_model // 2
         u = _dense(cfg, (2, inner), ("embed", None, "mlp"), bias=True, name="in_proj")(x)  # [B, L, 2, E]
         u1, u2 = u[..., 0, :], u[..., 1, :]
-        u1 = u1 * mask[..., None].astype(u1.dtype)  # padded tokens feed nothing into the convolution
+        if cfg.padding == "exact":
+            u1 = u1 * mask[..., None].astype(u1.dtype)  # padded tokens feed nothing into the convolution
         # torch Conv1d's default init (kaiming-uniform, a=sqrt(5)): U(-1/sqrt(K), 1/sqrt(K)) for depthwise.
         bound = 1.0 / math.sqrt(cfg.conv_kernel)
         kernel = self.param(
@@ -148,7 +172,7 @@ class SlidingWindowAttention(nn.Module):
     mode: str = "parallel"
 
     @nn.compact
-    def __call__(self, x, mask, positions):
+    def __call__(self, x, mask, positions, prefix=None):
         cfg = self.config
         h, d = cfg.heads, cfg.head_dim
         qkv = _dense(cfg, (3, h, d), ("embed", None, "heads", "head_dim"), name="Wqkv")(x)  # [B, L, 3, H, D]
@@ -165,6 +189,8 @@ class SlidingWindowAttention(nn.Module):
             )
             y = y[:, None]
         else:
+            if cfg.padding == "reference":  # the reference's SWA ignores the mask
+                mask = jnp.ones_like(mask)
             y = ops.sliding_window_attention(q, k, v, window=cfg.window, mask=mask)
             if self.mode == "prefill":
                 cache = ops.window_cache(k.astype(jnp.float32), v.astype(jnp.float32), mask, cfg.window)
@@ -185,6 +211,9 @@ class LinearAttention(nn.Module):
 
     q, k: d -> H*f, v: d -> H*dv (no biases); PLA adds separate k_enc / v_enc projections applied to the
     first M tokens. No positional encoding.
+
+    `prefix` (PLA): None when the encoder is the first M columns (an unpadded batch), else
+    (index [B, M], valid [B, M]) from `ops.prefix_positions`: each row's own first M real tokens.
     """
 
     config: JRTConfig
@@ -192,7 +221,7 @@ class LinearAttention(nn.Module):
     mode: str = "parallel"
 
     @nn.compact
-    def __call__(self, x, mask, positions):
+    def __call__(self, x, mask, positions, prefix=None):
         cfg = self.config
         h, f, dv, m = cfg.heads, cfg.feature_dim, cfg.head_dim, cfg.prefix_len
         names = ("embed", "heads", "head_dim")
@@ -210,17 +239,41 @@ class LinearAttention(nn.Module):
             kv.value, ks.value = state
             y = y[:, None]
         else:
+            enc_mask = None
+            if cfg.padding == "reference":
+                # PrefixLinearAttention.forward: k and k_enc masked_fill(~mask, 0) before the feature map,
+                # only when the prompt fits the encoder (L <= M); LinearAttention (Based) ignores the mask.
+                if self.prefix and x.shape[1] <= m:
+                    k = k * mask[..., None, None].astype(k.dtype)
+                    enc_mask = mask[:, :m]  # not a weight here: zeroes k_enc below
+                mask = None
             if self.prefix:
-                k_enc = _dense(cfg, (h, f), names, name="k_enc_proj")(x[:, :m])  # [B, M, H, f]
-                v_enc = _dense(cfg, (h, dv), names, name="v_enc_proj")(x[:, :m])  # [B, M, H, dv]
+                if prefix is None:
+                    x_enc = x[:, :m]  # [B, M, d]
+                else:
+                    index, enc_mask = prefix
+                    x_enc = jnp.take_along_axis(x, index[..., None], axis=1)  # [B, M, d], each row's own
+                k_enc = _dense(cfg, (h, f), names, name="k_enc_proj")(x_enc)  # [B, M, H, f]
+                v_enc = _dense(cfg, (h, dv), names, name="v_enc_proj")(x_enc)  # [B, M, H, dv]
+                if cfg.padding == "reference" and enc_mask is not None:
+                    k_enc = k_enc * enc_mask[..., None, None].astype(k_enc.dtype)
+                    enc_mask = None
                 y = ops.prefix_linear_attention(
-                    q, k, v, k_enc, v_enc, mask=mask, eps=cfg.attn_eps, chunk_size=cfg.chunk_size
+                    q,
+                    k,
+                    v,
+                    k_enc,
+                    v_enc,
+                    mask=mask,
+                    enc_mask=enc_mask,
+                    eps=cfg.attn_eps,
+                    chunk_size=cfg.chunk_size,
                 )
             else:
                 k_enc = v_enc = None
                 y = ops.linear_attention(q, k, v, mask=mask, eps=cfg.attn_eps, chunk_size=cfg.chunk_size)
             if self.mode == "prefill":
-                state = ops.prefill(k, v, k_enc, v_enc, mask=mask)
+                state = ops.prefill(k, v, k_enc, v_enc, mask=mask, enc_mask=enc_mask)
                 self.variable("cache", "kv", lambda: state.kv)
                 self.variable("cache", "k_sum", lambda: state.k_sum)
         y = y.astype(cfg.precision.compute)
@@ -255,7 +308,7 @@ class Block(nn.Module):
     mode: str = "parallel"
 
     @nn.compact
-    def __call__(self, x, mask, positions):  # [B, L, d] float32
+    def __call__(self, x, mask, positions, prefix=None):  # [B, L, d] float32
         cfg = self.config
         resid = cfg.precision.dtype_for("residual")
         if self.mixer == "conv":
@@ -264,7 +317,7 @@ class Block(nn.Module):
             mixer = SlidingWindowAttention(cfg, self.mode, name="swa")
         else:
             mixer = LinearAttention(cfg, self.mixer == "pla", self.mode, name=self.mixer)
-        x = x + mixer(_norm(cfg, "mixer_norm", x), mask, positions).astype(resid)
+        x = x + mixer(_norm(cfg, "mixer_norm", x), mask, positions, prefix).astype(resid)
         x = x + SwiGLU(cfg, name="mlp")(_norm(cfg, "mlp_norm", x)).astype(resid)
         self.sow("intermediates", "resid_post", x)
         return x
@@ -274,7 +327,8 @@ class LM(nn.Module):
     """JRT-RNN / Based language model: input_ids [B, L] int -> logits [B, L, vocab] float32.
 
     For JRT (PLA layers) the first config.encoder_len tokens are the non-causal prefix of the PLA layers.
-    `mask` [B, L] (True = real token) removes left padding from every sum.
+    `mask` [B, L] (True = real token, left padding) removes padding from every sum; then each row's
+    prefix is its own first M *real* tokens, so a row of a ragged batch gives what it gives alone.
     """
 
     config: JRTConfig
@@ -284,7 +338,13 @@ class LM(nn.Module):
         cfg = self.config
         check_inputs(cfg, input_ids, mask, mode)
         b, n = input_ids.shape
-        mask = jnp.ones((b, n), bool) if mask is None else mask.astype(bool)
+        prefix = None
+        if mask is None:
+            mask = jnp.ones((b, n), bool)
+        else:
+            mask = mask.astype(bool)
+            if cfg.is_jrt and mode != "decode" and cfg.padding == "exact":
+                prefix = ops.prefix_positions(mask, cfg.prefix_len)  # each row's first M real tokens
         if mode == "decode":
             index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
             positions = index.value + jnp.arange(1)
@@ -302,7 +362,7 @@ class LM(nn.Module):
         x = jnp.take(embedding, input_ids, axis=0).astype(cfg.precision.dtype_for("residual"))  # [B, L, d]
         block = nn.remat(Block) if cfg.remat else Block
         for i, mixer in enumerate(cfg.mixers):
-            x = block(cfg, mixer, mode, name=f"layer_{i}")(x, mask, positions)
+            x = block(cfg, mixer, mode, name=f"layer_{i}")(x, mask, positions, prefix)
         x = _norm(cfg, "final_norm", x)
         dt, out = cfg.precision.compute, cfg.precision.dtype_for("logits")
         if cfg.tie_embeddings:

@@ -26,6 +26,7 @@ import jaxzoo
 
 __all__ = [
     "LinearAttentionState",
+    "prefix_positions",
     "taylor_feature_map",
     "taylor_kernel",
     "feature_dim",
@@ -123,6 +124,13 @@ def _check_mask(name: str, mask, shape) -> None:
         raise ValueError(f"{name} must have shape [B, L] = {tuple(shape)}, but got {tuple(mask.shape)}.")
 
 
+def _check_enc_mask(enc_mask, shape) -> None:
+    if enc_mask is not None and tuple(enc_mask.shape) != tuple(shape):
+        raise ValueError(
+            f"enc_mask must have shape [B, M] = {tuple(shape)}, but got {tuple(enc_mask.shape)}."
+        )
+
+
 def _check_chunk(chunk_size) -> None:
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive int or None, but got {chunk_size!r}.")
@@ -130,6 +138,21 @@ def _check_chunk(chunk_size) -> None:
 
 # ----------------------------------------------------------------------------------------------------
 # Linear attention and prefix linear attention.
+
+
+def prefix_positions(mask, m: int):
+    """Where each row's encoder prefix is: the positions of its first M real tokens.
+
+    A ragged batch is left-padded, so row b's prefix starts after its padding, not at column 0.
+    mask: [B, L] bool, True for real tokens. Returns (index [B, M] int32, valid [B, M] bool): index[b, i]
+    is the position of row b's i-th real token, valid[b, i] False where the row has fewer than i+1 real
+    tokens (those slots point at some other position and must get weight 0).
+    """
+    mask = mask.astype(bool)
+    rank = jnp.cumsum(mask, axis=1) - 1  # [B, L]: 0 for the first real token
+    in_prefix = mask & (rank < m)
+    order = jnp.argsort(jnp.where(in_prefix, 0, 1), axis=1, stable=True)[:, :m].astype(jnp.int32)
+    return order, jnp.take_along_axis(in_prefix, order, axis=1)
 
 
 def _key_weights(mask, b: int, n: int) -> jax.Array:
@@ -238,7 +261,7 @@ def _encoder_state(k_enc, v_enc, w_enc) -> LinearAttentionState:
 
 
 def prefix_linear_attention(
-    q, k, v, k_enc, v_enc, *, mask=None, eps: float = 1e-12, chunk_size: int | None = None
+    q, k, v, k_enc, v_enc, *, mask=None, enc_mask=None, eps: float = 1e-12, chunk_size: int | None = None
 ):
     """Prefix linear attention (JRT-RNN's PLA).
 
@@ -250,8 +273,9 @@ def prefix_linear_attention(
     Args:
       q, k: [B, L, H, f]; v: [B, L, H, dv].
       k_enc: [B, M, H, f], v_enc: [B, M, H, dv], the encoder projections of the first M <= L tokens.
-      mask: optional [B, L] bool, True for real tokens; applies to keys of both terms (mask[:, :M] to
-        the encoder keys).
+      mask: optional [B, L] bool, True for real tokens; the key weights of the causal term.
+      enc_mask: optional [B, M] bool, the key weights of the encoder term (default mask[:, :M]; a ragged
+        batch gathers each row's own first M real tokens, see `prefix_positions`).
       eps, chunk_size: as in `linear_attention`.
     Returns:
       [B, L, H, dv] in v's dtype.
@@ -259,16 +283,17 @@ def prefix_linear_attention(
     _check_qkv(q, k, v)
     _check_encoder(k, v, k_enc, v_enc)
     _check_mask("mask", mask, q.shape[:2])
+    _check_enc_mask(enc_mask, k_enc.shape[:2])
     _check_chunk(chunk_size)
     w = _key_weights(mask, *q.shape[:2])
-    return _prefix_linear_attention(q, k, v, k_enc, v_enc, w, eps=eps, chunk_size=chunk_size)
+    w_enc = w[:, : k_enc.shape[1]] if enc_mask is None else enc_mask.astype(jnp.float32)
+    return _prefix_linear_attention(q, k, v, k_enc, v_enc, w, w_enc, eps=eps, chunk_size=chunk_size)
 
 
 @functools.partial(jax.jit, static_argnames=("eps", "chunk_size"))
-def _prefix_linear_attention(q, k, v, k_enc, v_enc, w, *, eps, chunk_size):
+def _prefix_linear_attention(q, k, v, k_enc, v_enc, w, w_enc, *, eps, chunk_size):
     out_dtype = v.dtype
     q, k, v, k_enc, v_enc = (x.astype(jnp.float32) for x in (q, k, v, k_enc, v_enc))
-    w_enc = w[:, : k_enc.shape[1]]
     if chunk_size is None:
         y = _quadratic(q, k, v, w, k_enc, v_enc, w_enc, eps)
     else:
@@ -276,12 +301,13 @@ def _prefix_linear_attention(q, k, v, k_enc, v_enc, w, *, eps, chunk_size):
     return y.astype(out_dtype)
 
 
-def prefill(k, v, k_enc=None, v_enc=None, *, mask=None) -> LinearAttentionState:
+def prefill(k, v, k_enc=None, v_enc=None, *, mask=None, enc_mask=None) -> LinearAttentionState:
     """Recurrent state after a prompt: kv = sum_j phi(k_j) v_j^T (+ encoder sums), k_sum = sum_j phi(k_j).
 
     Args:
       k: [B, L, H, f]; v: [B, L, H, dv]; k_enc, v_enc: optional [B, M, H, f], [B, M, H, dv] (PLA).
       mask: optional [B, L] bool, True for real tokens (left padding is the usual case).
+      enc_mask: optional [B, M] bool, the encoder keys' weights (default mask[:, :M]).
     Returns:
       LinearAttentionState(kv [B, H, F, dv], k_sum [B, H, F]) in float32.
     """
@@ -290,18 +316,23 @@ def prefill(k, v, k_enc=None, v_enc=None, *, mask=None) -> LinearAttentionState:
         raise ValueError("prefill needs both k_enc and v_enc, or neither; got only one of them.")
     if k_enc is not None:
         _check_encoder(k, v, k_enc, v_enc)
+        _check_enc_mask(enc_mask, k_enc.shape[:2])
     _check_mask("mask", mask, k.shape[:2])
-    return _prefill(k, v, k_enc, v_enc, _key_weights(mask, *k.shape[:2]))
+    w = _key_weights(mask, *k.shape[:2])
+    w_enc = None
+    if k_enc is not None:
+        w_enc = w[:, : k_enc.shape[1]] if enc_mask is None else enc_mask.astype(jnp.float32)
+    return _prefill(k, v, k_enc, v_enc, w, w_enc)
 
 
 @jax.jit
-def _prefill(k, v, k_enc, v_enc, w):
+def _prefill(k, v, k_enc, v_enc, w, w_enc):
     k, v = k.astype(jnp.float32), v.astype(jnp.float32)
     pk = taylor_feature_map(k) * w[..., None, None]  # [B, L, H, F]
     kv = jnp.einsum("blhF,blhd->bhFd", pk, v)
     ks = jnp.einsum("blhF->bhF", pk)
     if k_enc is not None:
-        enc = _encoder_state(k_enc.astype(jnp.float32), v_enc.astype(jnp.float32), w[:, : k_enc.shape[1]])
+        enc = _encoder_state(k_enc.astype(jnp.float32), v_enc.astype(jnp.float32), w_enc)
         kv, ks = kv + enc.kv, ks + enc.k_sum
     return LinearAttentionState(kv=kv, k_sum=ks)
 

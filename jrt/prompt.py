@@ -1,21 +1,19 @@
 """JRT-Prompt: show a recurrent LM the context twice before the question.
 
 Token form: `jrt_prompt(context, question)` = prefix + context + separator + context + question (the
-context `repeats` times, separator between copies). Text form: `jrt_prompt_text` with the reference's
-lm-eval-harness templates (`*Twice.doc_to_text`):
+context `repeats` times, separator between copies). Text form: `jrt_prompt_text(doc, template)`, the
+reference's lm-eval-harness templates (`*Twice.doc_to_text`) with their text cleaning, character for
+character (see its docstring).
 
-  "swde" / "fda":              "Information about {key}. " + ctx + "\\n" + ctx + " {key}:"
-  "nq" / "drop" / "triviaqa":  orig_question + " " + ctx + "\\n" + ctx + " " + question
-  "squad":                     question + " " + ctx + "\\n" + standard_prompt   (context once: the
-                               question-first read is the first pass, as in the reference)
-
-Before the prompt is built, the reference cuts each document to (context_length - 50) tokens around
-the answer (`truncate_context`); `truncate_context` here keeps a window of that size containing the
-answer span, centred on it where possible (our reading of "around the answer": the exact centring is
-a decision, not taken from the source).
+Before the prompt is built, the reference cuts each document to (context_length - 50) tokens around the
+answer: `truncate_context` (token ids and the answer's token index) and `truncate_context_text` (the
+whole rule on text: answer search, token position, decode) transcribe `Task.truncate_context` of
+HazyResearch/prefix-linear-attention `lm-eval-harness/lm_eval/api/task.py` (commit 7490f22).
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 
@@ -67,45 +65,149 @@ def jrt_prompt(
     return out.astype(np.int32)
 
 
-def truncate_context(tokens, max_tokens: int, answer_span: tuple[int, int] | None = None) -> np.ndarray:
-    """Keep at most `max_tokens` tokens: a window around `answer_span` (start, end) or else the head."""
+def truncate_context(tokens, answer_pos: int, *, context_length: int = 1000, answer_length: int = 50):
+    """The reference's cut (`lm_eval/api/task.py`, `Task.truncate_context`) on token ids.
+
+    With desired = context_length - answer_length (a buffer for the answer) and a = answer_pos, the token
+    index where the answer starts: start = max(0, a - desired // 2), end = min(n, a + desired - (a - start)),
+    and the result is tokens[start:end]. Like the reference, this also cuts a document that would fit
+    (a late answer drops the head), and a window can be shorter than `desired`.
+    """
     tokens = _tokens("tokens", tokens)
-    if max_tokens < 1:
-        raise ValueError(f"max_tokens must be positive, but got {max_tokens}.")
-    n = tokens.size
-    if n <= max_tokens:
-        return tokens
-    if answer_span is None:
-        return tokens[:max_tokens]
-    start, end = answer_span
-    if not 0 <= start <= end <= n:
-        raise ValueError(f"answer_span must satisfy 0 <= start <= end <= {n}, but got {answer_span}.")
-    if end - start > max_tokens:  # the answer alone does not fit: keep its beginning
-        return tokens[start : start + max_tokens]
-    lo = (start + end) // 2 - max_tokens // 2  # centred on the answer, then moved inside [0, n]
-    lo = min(max(lo, end - max_tokens, 0), start, n - max_tokens)
-    return tokens[lo : lo + max_tokens]
+    desired = context_length - answer_length
+    if desired < 1:
+        raise ValueError(
+            f"context_length - answer_length must be positive, but got {context_length} - {answer_length}."
+        )
+    if answer_pos < 0:
+        raise ValueError(f"answer_pos must be a token index >= 0, but got {answer_pos}.")
+    start = max(0, answer_pos - desired // 2)
+    end = min(tokens.size, answer_pos + desired - (answer_pos - start))
+    return tokens[start:end]
 
 
-def jrt_prompt_text(
+def truncate_context_text(
     context: str,
-    question: str,
+    answers,
+    encode,
+    decode,
     *,
-    template: str = "nq",
-    key: str | None = None,
-    orig_question: str | None = None,
-    standard_prompt: str | None = None,
-) -> str:
-    """The reference's twice-read prompts (see the module docstring for each template)."""
+    alt_answers=(),
+    tok_pos: int | None = None,
+    context_length: int = 1000,
+    answer_length: int = 50,
+) -> str | None:
+    """`Task.truncate_context` of the reference on text: the document cut to (context_length -
+    answer_length) tokens around the answer, or None where the reference skips the document.
+
+    context: the document (stripped first, as the reference does). answers: one answer per answer key
+    (a list value counts by its first element); any answer that is empty or one character long skips the
+    document. The answer position is the earliest case-insensitive match of any answer, else of the first
+    `alt_answers` entry that matches; with no answer keys it is 0. encode: text -> token ids (the
+    tokenizer, special tokens as the reference's `batch_encode_plus`), decode: ids -> text
+    (skip_special_tokens). Reference quirk kept: when no answer is found the position is -1, and
+    `context[:-1]` (all but the last character) gives the token position, unless `tok_pos` is given and
+    that prefix is longer than the window.
+    """
+    desired = context_length - answer_length
+    context = context.strip()
+    doc_tokens = list(encode(context))
+    answers = [answers] if isinstance(answers, str) else list(answers)
+    pos = -1
+    for answer in answers:
+        if isinstance(answer, (list, tuple)):
+            answer = answer[0]
+        if answer == "" or len(answer) <= 1:
+            return None
+        if match := re.compile(re.escape(answer), re.IGNORECASE).search(context):
+            if pos == -1 or pos > match.start():
+                pos = match.start()
+    if pos < 0:
+        for answer in alt_answers:
+            if match := re.compile(re.escape(answer), re.IGNORECASE).search(context):
+                if pos == -1 or pos > match.start():
+                    pos = match.start()
+            if pos >= 0:
+                break
+    if not answers:
+        pos = 0
+    short_tokens = list(encode(context[:pos]))
+    tok = len(short_tokens)
+    if pos == -1 and tok_pos is not None and len(short_tokens) > desired:
+        tok = tok_pos
+    return decode(
+        [
+            int(t)
+            for t in truncate_context(
+                np.asarray(doc_tokens, np.int64),
+                tok,
+                context_length=context_length,
+                answer_length=answer_length,
+            )
+        ]
+    )
+
+
+def jrt_prompt_text(doc, template: str = "nq") -> str:
+    """The reference's twice-read prompt of one document (`lm_eval/tasks/based_*/task.py`, `*Twice`),
+    with the reference's text cleaning, from the document's fields:
+
+      "swde" (text, key):   drop everything from "Summary of information above..." on, strip trailing
+                            "{key}:" repeats, strip newlines/dots/space, end with "." ->
+                            "Information about {Key}. " + ctx + "\n" + ctx + " {Key}:"
+      "fda" (text, key):    the same without the summary cut and with only newline/dot stripping
+      "nq", "drop" (context, question, orig_question): strip trailing question repeats, ctx =
+                            context.strip().strip(".").strip() + "." ->
+                            orig_question.strip(":") + " " + ctx + "\n" + ctx + " " + question
+      "triviaqa":           the same after removing [PAR] [DOC] [TLE], with orig_question unstripped
+      "squad" (context, question, text): question + " " + context.split("Question:")[0] + "\n" + text.strip()
+    """
     if template not in TEMPLATES:
         raise ValueError(f"template must be one of {TEMPLATES}, but got {template!r}.")
+    need = _FIELDS[template]
+    missing = [k for k in need if k not in doc]
+    if missing:
+        raise ValueError(
+            f"The {template!r} template needs the fields {need}, but the document lacks {missing}."
+        )
     if template in ("swde", "fda"):
-        key = question if key is None else key
-        return f"Information about {key}. {context}\n{context} {key}:"
+        text, key = doc["text"], doc["key"]
+        if template == "swde":
+            while text.find("Summary of information above...") >= 0:
+                text = text.split("Summary of information above...")[0]
+        question = key + ":"
+        while text.lower().endswith(question.lower()):
+            text = text[: -len(question)]
+        question = key[0].upper() + key[1:] + ":"
+        if template == "swde":
+            out = text.strip("\n").strip(".").strip().strip("\n").strip()
+        else:
+            out = text.strip("\n").strip(".")
+        if not out.endswith("."):
+            out += "."
+        return f"Information about {question.strip(':')}. " + out + "\n" + out + " " + question
     if template == "squad":
-        return f"{question} {context}\n{question if standard_prompt is None else standard_prompt}"
-    orig = question if orig_question is None else orig_question
-    return f"{orig} {context}\n{context} {question}"
+        return doc["question"] + " " + doc["context"].split("Question:")[0] + "\n" + doc["text"].strip()
+    context = doc["context"].strip()
+    if template == "triviaqa":
+        context = re.sub(r"\[PAR\]|\[DOC\]|\[TLE\]", "", context)
+    question = doc["question"].strip()
+    while context.lower().endswith(question.lower()):
+        context = context[: -len(question)]
+    out = context.strip().strip(".").strip() + "."
+    out += "\n" + out + " " + question
+    intro = doc["orig_question"] if template == "triviaqa" else doc["orig_question"].strip(":")
+    return intro + " " + out
+
+
+_FIELDS = {
+    "swde": ("text", "key"),
+    "fda": ("text", "key"),
+    "nq": ("context", "question", "orig_question"),
+    "drop": ("context", "question", "orig_question"),
+    "triviaqa": ("context", "question", "orig_question"),
+    "squad": ("context", "question", "text"),
+}
 
 
 def contains_match(prediction: str, answers) -> bool:

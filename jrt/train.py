@@ -1,14 +1,16 @@
 """Training JRT / Based on the jaxzoo runtime: one run config, its optimizer, state, step and loop.
 
 Reference recipe (the defaults of `RunConfig`): AdamW lr 8e-4, betas (0.9, 0.95), weight decay 0.1 (none
-on biases and norm scales), linear warm-up (1% of the run: 600 of 60k steps) then cosine decay to 10% of
+on the embedding, which is also the tied LM head, nor on biases; see `decay_mask` for norm scales), linear warm-up (1% of the run: 600 of 60k steps) then cosine decay to 10% of
 the peak (8e-5), gradient clipping at global norm 1.0. For bf16 compute set
 `JRTConfig(precision=jaxzoo.Precision.bf16())`; parameters, residual stream and sums stay float32.
 
 ::
 
-    run = jrt.RunConfig(model=jrt.JRTConfig.tiny(), steps=300, batch_size=32)
-    state, history = jrt.train(run, jrt.mqar(4096, seq_len=64, vocab_size=64), workdir="runs/a")
+    model = jrt.JRTConfig.synthetic(64, seq_len=64, context_len=16)  # MQAR, 8 pairs: the context is 16 tokens
+    run = jrt.RunConfig.synthetic(model, steps=300)
+    data = jrt.mqar(4096, seq_len=64, num_kv_pairs=8, vocab_size=64, random_non_queries=False)
+    state, history = jrt.train(run, data, workdir="runs/a")
     again = jaxzoo.rebuild("runs/a")  # config, model and state back from the folder
 """
 
@@ -26,7 +28,7 @@ import optax
 import jaxzoo
 from jrt.config import JRTConfig
 from jrt.data import batch_iterator
-from jrt.losses import eval_metrics, make_loss_fn
+from jrt.losses import check_batch, eval_metrics, make_loss_fn
 from jrt.model import LM, sample_ids
 
 # The reference's optimizer (train/configs/experiment/baselines of the JRT release).
@@ -55,6 +57,7 @@ class RunConfig(jaxzoo.Config):
     steps: int = 60000  # optimizer steps of the run (the learning-rate schedule spans them)
     batch_size: int = 32  # sequences per optimizer step (global, split over the "data" mesh axis)
     seed: int = 0  # parameters from key(seed); batches shuffled by seed
+    decay_norm_scales: bool = False  # True: decay RMSNorm scales as the reference does by accident
 
     def __post_init__(self):
         if not isinstance(self.model, JRTConfig):
@@ -71,28 +74,45 @@ class RunConfig(jaxzoo.Config):
         if warm > self.steps:
             raise ValueError(f"warmup_steps must be in [0, steps={self.steps}], but got {warm}.")
 
+    @classmethod
+    def synthetic(cls, model: JRTConfig, steps: int = 300, batch_size: int = 32, lr: float = 1e-2, **kw):
+        """The small-task run of `JRTConfig.synthetic`: the reference AdamW at lr 1e-2, 10% warm-up,
+        cosine decay to 0 (the reference's lr 8e-4 with 1% warm-up and a 10% floor is for 30B tokens)."""
+        opt = REFERENCE_OPTIMIZER.replace(learning_rate=lr, warmup_fraction=0.1, end_lr_ratio=0.0)
+        return cls(**{"model": model, "optimizer": opt, "steps": steps, "batch_size": batch_size, **kw})
+
     def recipe(self) -> jaxzoo.Recipe:
         """The model `LM(config=model)`, its init function (boxed params) and the optimizer."""
         model = LM(config=self.model)
         return jaxzoo.Recipe(model, jaxzoo.module_init(model, sample_ids(self.model)), make_optimizer(self))
 
 
-def decay_mask(params):
-    """True for weights that get weight decay: everything but biases and RMSNorm scales.
+def decay_mask(params, *, norm_scales: bool = False):
+    """True for weights that get weight decay: every kernel (linear layers, the untied LM head, BaseConv's
+    depthwise conv kernel) but not the embedding (which is also the tied LM head), biases or, unless
+    `norm_scales`, RMSNorm scales.
 
-    (Not jaxzoo's "matrices" rule: BaseConv's in_proj bias is 2-D, [2, inner], and must not decay.)
+    The reference (`train/src/optim/param_grouping.py`, `group_parameters_for_optimizer`) means to spare
+    embeddings, biases and normalisation weights, but its blacklist lists torch's norm classes and the
+    model uses flash-attn's RMSNorm, which is not among them, so the scales fall into the "decay" rest:
+    `norm_scales=True` (`RunConfig.decay_norm_scales`) reproduces that; the default follows the intent.
+    (Not jaxzoo's "matrices" rule: BaseConv's in_proj bias is 2-D, [2, inner], and must not decay; the
+    conv kernel is 2-D and decays, as an nn.Conv1d weight does in the reference.)
     """
+    spared = ("bias", "embedding") + (() if norm_scales else ("scale",))
 
     def decays(path, _):
         names = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]  # skips logical boxes
-        return names[-1] not in ("bias", "scale")
+        return names[-1] not in spared
 
     return jax.tree_util.tree_map_with_path(decays, params)
 
 
 def make_optimizer(run: RunConfig) -> optax.GradientTransformation:
-    """`run.optimizer` over `run.steps` steps, with jrt's weight-decay mask (no decay on biases/scales)."""
-    return jaxzoo.make_optimizer(run.optimizer, run.steps, mask=decay_mask)
+    """`run.optimizer` over `run.steps` steps, with jrt's weight-decay mask (`decay_mask`)."""
+    return jaxzoo.make_optimizer(
+        run.optimizer, run.steps, mask=functools.partial(decay_mask, norm_scales=run.decay_norm_scales)
+    )
 
 
 def init_state(
@@ -159,6 +179,7 @@ def train(
     plan = init_state(run, mesh=mesh, workdir=workdir, zero1=zero1)
     step = make_train_step(run, mesh=mesh, state_sharding=plan.shardings)
     batches = batch_iterator(data, run.batch_size, seed=run.seed) if isinstance(data, Mapping) else data
+    batches = _checked(batches, run.model)
     if mesh is not None:
         batches = _sharded(batches, mesh)
     return jaxzoo.fit(
@@ -193,12 +214,26 @@ def evaluate(params, data: Mapping[str, np.ndarray], cfg: JRTConfig, *, batch_si
     count = 0
     for i in range(0, n - size + 1, size):
         batch = {k: v[i : i + size] for k, v in data.items()}
+        check_batch(cfg, batch, training=False)
         if mesh is not None:
             batch = jaxzoo.shard_batch(batch, mesh)
         for k, v in jax.device_get(fn(params, batch)).items():
             sums[k] = sums.get(k, 0.0) + float(v)
         count += 1
     return {k: v / count for k, v in sums.items()}
+
+
+def _checked(batches, cfg: JRTConfig):
+    """The batches with `check_batch` run on each one on the host (inside the jitted step it cannot see
+    values: a label >= vocab would give NaN there)."""
+
+    def check(batch):
+        check_batch(cfg, batch)
+        return batch
+
+    if callable(batches):
+        return lambda s: check(batches(s))
+    return (check(b) for b in batches)
 
 
 def _sharded(batches, mesh):

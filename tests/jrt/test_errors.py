@@ -92,3 +92,67 @@ def test_bad_batch_and_configs():
         jrt.JRTConfig.tiny(precision="int8")
     with pytest.raises(ValueError, match="max_new_tokens must be at least 1"):
         jrt.generate({}, CFG, np.ones((1, 9), np.int32), 0)
+
+
+def _batch(**kw):
+    x = np.ones((2, 10), np.int32)
+    return {"input_ids": x, "labels": x.copy(), **kw}
+
+
+def test_generate_mask_errors():
+    prompt = np.ones((2, 10), np.int32)
+    right = np.ones((2, 10), bool)
+    right[1, 7:] = False
+    with pytest.raises(ValueError, match="must be left padding .* row 1 has a padded position after a real"):
+        jrt.generate({}, CFG, prompt, 2, mask=right)
+    empty = np.ones((2, 10), bool)
+    empty[0] = False
+    with pytest.raises(ValueError, match="row 0 is all padding"):
+        jrt.generate({}, CFG, prompt, 2, mask=empty)
+    with pytest.raises(
+        ValueError, match=r"must have the shape \[B, L\] = \(2, 10\) of the token ids, but got \(4, 5\)"
+    ):
+        jrt.generate({}, CFG, prompt, 2, mask=np.ones((4, 5), bool))  # same size: reshaped silently before
+
+
+def test_loss_batch_errors():
+    key = jax.random.key(0)
+    with pytest.raises(
+        ValueError, match=r"labels must be token ids in \[0, 64\) or the ignore index -100, but got 64"
+    ):
+        loss_fn({}, _batch(labels=np.full((2, 10), 64, np.int32)), key, CFG)
+    with pytest.raises(ValueError, match="or the ignore index -100, but got -1"):
+        loss_fn({}, _batch(labels=-np.ones((2, 10), np.int32)), key, CFG)
+    with pytest.raises(ValueError, match="labels must be integer token ids .* but got dtype float32"):
+        loss_fn({}, _batch(labels=np.ones((2, 10), np.float32)), key, CFG)
+    right = np.ones((2, 10), bool)
+    right[0, -2:] = False
+    with pytest.raises(ValueError, match=r"batch\['mask'\] must be left padding"):
+        loss_fn({}, _batch(mask=right), key, CFG)
+    with pytest.raises(ValueError, match=r"batch\['mask'\] row 1 is all padding"):
+        loss_fn({}, _batch(mask=np.array([[True] * 10, [False] * 10])), key, CFG)
+    with pytest.raises(ValueError, match=r"must have the shape \[B, L\] = \(2, 10\)"):
+        loss_fn({}, _batch(mask=np.ones((1, 20), bool)), key, CFG)
+    # jrt.train checks each batch on the host, before the jitted step (where a bad label gives NaN).
+    run = jrt.RunConfig(model=CFG, steps=2, batch_size=2)
+    with pytest.raises(ValueError, match="labels must be token ids"):
+        jrt.train(
+            run,
+            {"input_ids": np.ones((2, 10), np.int32), "labels": np.full((2, 10), 99, np.int32)},
+            progress=False,
+        )
+
+
+def test_mask_token_collision_is_refused():
+    """The default [MASK] id (vocab_size - 1) is a valid MQAR value token: refuse it while MLM is on."""
+    data = jrt.mqar(8, seq_len=16, num_kv_pairs=4, vocab_size=CFG.vocab_size, seed=0)
+    x = data["input_ids"].copy()
+    x[0, 1] = CFG.mask_id
+    with pytest.raises(
+        ValueError, match=r"input_ids contain the \[MASK\] id 63 \(mask_token_id\) while the MLM"
+    ):
+        loss_fn({}, {"input_ids": x, "labels": data["labels"]}, jax.random.key(0), CFG)
+    syn = jrt.JRTConfig.synthetic(64, seq_len=16, context_len=8, mlm_prob=0.15)
+    assert syn.mask_id == 64 and syn.vocab_size == 65  # reserved beyond the task's ids
+    with pytest.raises(ValueError, match="attn must be 'pla'"):
+        jrt.JRTConfig.synthetic(64, attn="mamba")

@@ -16,9 +16,11 @@ BASED = jrt.JRTConfig.tiny_based(init_std=0.3)
 def test_greedy_generation_equals_parallel_argmax(which):
     cfg = CFG if which == "jrt" else BASED
     params = jrt.init_params(cfg, jax.random.key(2))
-    # A ragged batch: the second row is left-padded by 3 (inside JRT's M = 8 encoder prefix).
-    prompt = np.random.default_rng(0).integers(1, cfg.vocab_size - 1, (2, 10))
-    mask = np.ones((2, 10), bool)
+    # A ragged batch: the second row is left-padded by 3 and keeps 9 >= M = 8 real tokens, so its JRT
+    # prefix lies inside the prompt (a shorter prompt's prefix is the prompt alone, which the parallel
+    # forward of prompt + generated tokens would not reproduce; tests/jrt/test_ragged.py covers it).
+    prompt = np.random.default_rng(0).integers(1, cfg.vocab_size - 1, (2, 12))
+    mask = np.ones((2, 12), bool)
     mask[1, :3] = False
     new = 12
     tokens, step_logits = jrt.generate(
@@ -27,7 +29,7 @@ def test_greedy_generation_equals_parallel_argmax(which):
     assert tokens.shape == (2, new) and tokens.dtype == jnp.int32
     padded, pmask = jrt.pad_prompt(cfg, prompt, mask)
     full_ids = jnp.concatenate([padded, tokens], axis=1)
-    full_mask = jnp.concatenate([pmask, np.ones((2, new), bool)], axis=1)
+    full_mask = jnp.concatenate([pmask, np.ones((2, new), bool)], axis=1)  # 24 tokens <= max_len 64
     logits = apply_fn(cfg)(params, full_ids, full_mask)
     n = padded.shape[1]
     ref = logits[:, n - 1 : n - 1 + new]  # the logits each generated token was chosen from

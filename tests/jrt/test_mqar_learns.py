@@ -14,26 +14,10 @@ VOCAB, SEQ_LEN, PAIRS = 64, 32, 4
 
 
 def test_jrt_rnn_learns_mqar():
-    cfg = jrt.JRTConfig(
-        vocab_size=VOCAB,
-        d_model=64,
-        mixers=("conv", "pla"),
-        heads=1,
-        feature_dim=8,
-        encoder_len=2 * PAIRS,  # the key-value context is the non-causal prefix
-        max_len=SEQ_LEN,
-        mlp_hidden=128,
-        chunk_size=None,
-        mlm_prob=0.0,  # the synthetic runs train on the recall labels only
-        pad_token_id=0,
-        tie_embeddings=False,  # a tied head at init std 0.02 learns MQAR several times slower
-    )
-    run = jrt.RunConfig(
-        model=cfg,
-        optimizer=jrt.REFERENCE_OPTIMIZER.replace(learning_rate=1e-2, warmup_steps=30, end_lr_ratio=0.0),
-        steps=300,
-        batch_size=32,
-    )
+    cfg = jrt.JRTConfig.synthetic(VOCAB, seq_len=SEQ_LEN, context_len=2 * PAIRS, attn="pla", feature_dim=8)
+    assert cfg.mask_id == VOCAB and cfg.vocab_size == VOCAB + 1  # [MASK] reserved beyond MQAR's values
+    run = jrt.RunConfig.synthetic(cfg, steps=300, batch_size=32)
+    assert run.optimizer.warmup(run.steps) == 30
     # Filler tokens 0 (zoology's ICLR figure-2 setting) so that 300 steps suffice on a CPU.
     train = mqar(
         4096, seq_len=SEQ_LEN, num_kv_pairs=PAIRS, vocab_size=VOCAB, random_non_queries=False, seed=0

@@ -126,7 +126,9 @@ def test_config_docs_list_every_field():
 
 def test_rebuild_continues_exactly(tmp_path):
     run = jrt.RunConfig(model=TINY, steps=4, batch_size=8)
-    data = jrt.mqar(64, seq_len=16, num_kv_pairs=2, vocab_size=TINY.vocab_size, seed=0)
+    data = jrt.mqar(
+        64, seq_len=16, num_kv_pairs=2, vocab_size=TINY.vocab_size - 1, seed=0
+    )  # [MASK] = 63 reserved
     rng = jax.random.key(5)
     workdir = tmp_path / "run"
     jrt.train(run, data, workdir=workdir, rng=rng, num_steps=2, log_every=1, progress=False)
@@ -154,7 +156,9 @@ def test_rebuild_continues_exactly(tmp_path):
 
 def test_resuming_with_another_run_config_raises(tmp_path):
     run = jrt.RunConfig(model=TINY, steps=2, batch_size=4)
-    data = jrt.mqar(16, seq_len=16, num_kv_pairs=2, vocab_size=TINY.vocab_size, seed=0)
+    data = jrt.mqar(
+        16, seq_len=16, num_kv_pairs=2, vocab_size=TINY.vocab_size - 1, seed=0
+    )  # [MASK] = 63 reserved
     jrt.train(run, data, workdir=tmp_path, num_steps=1, progress=False)
     with pytest.raises(ValueError, match="holds a run with another config"):
         jrt.train(run.replace(seed=1), data, workdir=tmp_path, progress=False)
@@ -162,13 +166,31 @@ def test_resuming_with_another_run_config_raises(tmp_path):
         jrt.init_state(run.replace(model=TINY.replace(mlm_weight=0.5)), workdir=tmp_path)
 
 
-def test_decay_mask_spares_biases_and_norm_scales():
+def test_decay_mask_spares_embedding_biases_and_norm_scales():
+    """As the reference's param_grouping: no decay on the (tied) embedding or biases; norm scales are
+    spared unless decay_norm_scales reproduces the reference's accidental decay of flash-attn RMSNorm."""
     params = jrt.init_params(TINY, jax.random.key(0))
     mask = jrt.decay_mask(params)
     conv = mask["layer_0"]["conv"]
     assert conv["in_proj"]["kernel"] and not conv["in_proj"]["bias"]  # the bias is 2-D [2, inner]
-    assert conv["conv_kernel"] and mask["embedding"]
+    assert conv["conv_kernel"] and not mask["embedding"]
     assert not mask["layer_0"]["mixer_norm"]["scale"] and not mask["final_norm"]["scale"]
+    assert mask["layer_1"]["pla"]["k_enc_proj"]["kernel"] and mask["layer_2"]["mlp"]["fc2"]["kernel"]
+    ref = jrt.decay_mask(params, norm_scales=True)
+    assert (
+        ref["final_norm"]["scale"] and not ref["embedding"] and not ref["layer_0"]["conv"]["out_proj"]["bias"]
+    )
+    untied = jrt.init_params(TINY.replace(tie_embeddings=False), jax.random.key(0))
+    assert jrt.decay_mask(untied)["lm_head"]["kernel"]
+    # The optimizer applies it: one AdamW step with zero gradients moves only decayed weights.
+    run = jrt.RunConfig(model=TINY, steps=10, optimizer=jrt.REFERENCE_OPTIMIZER.replace(warmup_steps=0))
+    tx = jrt.make_optimizer(run)
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    assert (
+        float(jnp.abs(updates["embedding"]).max()) == 0
+        and float(jnp.abs(updates["final_norm"]["scale"]).max()) == 0
+    )
+    assert float(jnp.abs(updates["layer_2"]["mlp"]["fc2"]["kernel"]).max()) > 0
 
 
 def test_sharding_examples_init_on_mesh():
