@@ -22,7 +22,7 @@ into --out (default outputs/jrt_throughput).
 Run (CPU defaults: 10-15 minutes on a 2-core CPU; `--smoke` runs every part in seconds):
     python benchmarks/jrt_throughput.py [--out DIR] [--smoke]
 GPU (the paper's setting, prefill at 360M width):
-    python benchmarks/jrt_throughput.py --d-model 1024 --heads 16 --batch 16 \
+    python benchmarks/jrt_throughput.py --d-model 1024 --heads 16 --batch-size 16 \
         --lengths 1024,2048,4096,8192,16384,32768 --peer-max-len 32768 \
         --dtype bfloat16 --model-d 1024 --model-batch 8 --model-len 2048
 
@@ -94,7 +94,7 @@ def softmax_layer(w, x, *, heads):
 def prefill_rows(args, w, dtype):
     rows, ratios = [], {}
     for n in args.lengths:
-        x = jax.random.normal(jax.random.key(n), (args.batch, n, args.d_model)).astype(dtype)
+        x = jax.random.normal(jax.random.key(n), (args.batch_size, n, args.d_model)).astype(dtype)
         ours = jax.jit(
             lambda w, x: pla_layer(
                 w,
@@ -106,19 +106,19 @@ def prefill_rows(args, w, dtype):
             )
         )
         t_ours = script.timeit(functools.partial(ours, w, x), repeats=args.repeats)
-        logits_gb = args.batch * args.heads * n * n * 4 / 1e9
+        logits_gb = args.batch_size * args.heads * n * n * 4 / 1e9
         t_peer = None
         on_cpu = jax.devices()[0].platform == "cpu"  # XLA materialises the logits; cuDNN flash does not
         if n <= args.peer_max_len and (logits_gb <= args.peer_max_gb or not on_cpu):
             peer = jax.jit(lambda w, x: softmax_layer(w, x, heads=args.heads))
             t_peer = script.timeit(functools.partial(peer, w, x), repeats=args.repeats)
-        tok = args.batch * n
+        tok = args.batch_size * n
         ratio = t_peer / t_ours if t_peer else None
         if ratio is not None:
             ratios[n] = ratio
         rows.append(
             row(
-                f"prefill L={n} B={args.batch}",
+                f"prefill L={n} B={args.batch_size}",
                 "tok/s",
                 tok / t_ours,
                 tok / t_peer if t_peer else None,
@@ -141,7 +141,7 @@ def prefill_rows(args, w, dtype):
 
 def decode_rows(args, w, dtype):
     """Generate `decode_tokens` tokens one by one (lax.scan per block of `decode_block` tokens)."""
-    b, h, f, dh = args.batch, args.heads, args.feature_dim, args.head_dim
+    b, h, f, dh = args.batch_size, args.heads, args.feature_dim, args.head_dim
     total, block = args.decode_tokens, args.decode_block
     xs = jax.random.normal(jax.random.key(1), (total, b, args.d_model)).astype(dtype)
 
@@ -265,7 +265,7 @@ def plot(rows):
 def main(argv=None):
     parser = script.parser(__doc__)
     parser.add_argument("--lengths", default="256,512,1024,2048,4096,8192,16384,32768")
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--d-model", type=int, default=128)
     parser.add_argument("--heads", type=int, default=2)
     parser.add_argument("--feature-dim", type=int, default=16, help="f, the q/k feature dim (paper: 16)")
@@ -299,7 +299,10 @@ def main(argv=None):
         model_vocab=64,
         repeats=1,
     )
-    args = script.parse(parser, argv, smoke=smoke)
+    # one H200, within the suite's minutes: the paper's 360M width, bf16 (cuDNN flash attention as the peer)
+    accelerator = dict(d_model=1024, heads=16, batch_size=8, lengths="2048,8192,32768", peer_max_len=32768,
+                       peer_max_gb=64.0, dtype="bfloat16", model_d=1024, model_batch=4, model_len=2048)
+    args = script.parse(parser, argv, smoke=smoke, accelerator=accelerator)
     args.lengths = [int(s) for s in args.lengths.split(",")]
     if args.d_model % args.heads:
         parser.error(f"--d-model {args.d_model} must be divisible by --heads {args.heads}")

@@ -17,7 +17,7 @@ Run (CPU defaults: 9 models, a few minutes on a 2-core CPU; `--smoke` runs every
     python examples/jrt_recall.py [--out DIR] [--smoke]
 The full sweep on a GPU (zoology's vocabulary and random filler, longer training):
     python examples/jrt_recall.py --vocab 8192 --random-non-queries --mqar-len 256 \
-        --mqar-pairs 16,32,64 --feature-dims 4,8,16 --d-model 128 --steps 4000 --batch 256 \
+        --mqar-pairs 16,32,64 --feature-dims 4,8,16 --d-model 128 --steps 4000 --batch-size 256 \
         --train-examples 100000 --sd-sizes 16,64 --sd-vocab 2048 --sd-feature-dims 4,8,16 --sd-steps 20000
 
 Writes results.json (accuracies, state sizes, final losses, seconds per model) and recall.png into --out
@@ -74,13 +74,13 @@ def parse_args(argv=None):
     p.add_argument("--heads", type=int, default=1)
     p.add_argument("--steps", type=int, default=300, help="MQAR training steps")
     p.add_argument("--sd-steps", type=int, default=1200, help="set-disjointness training steps")
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seeds", type=int, default=1, help="repeat every run with seeds seed .. seed + n - 1")
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--train-examples", type=int, default=4096)
     p.add_argument("--test-examples", type=int, default=256)
     smoke = dict(
-        steps=3, sd_steps=3, train_examples=64, test_examples=32, batch=8, feature_dims="4", d_model=16
+        steps=3, sd_steps=3, train_examples=64, test_examples=32, batch_size=8, feature_dims="4", d_model=16
     )
     return script.parse(p, argv, smoke=smoke)
 
@@ -111,10 +111,10 @@ def state_floats(cfg) -> int:
 
 def train_and_test(cfg, train, tests, mesh, desc, steps):
     """Train on `train` (dict of arrays), return {name: zoology accuracy on tests[name]} and the losses."""
-    run = jrt.RunConfig.synthetic(cfg, steps, batch_size=args.batch, lr=args.lr, seed=args.seed)
+    run = jrt.RunConfig.synthetic(cfg, steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     state, history = jrt.train(run, train, mesh=mesh, log_every=max(1, steps // 20), desc=desc)
     accs = {
-        name: jrt.evaluate(state.params, data, cfg, batch_size=args.batch, mesh=mesh)["example_accuracy"]
+        name: jrt.evaluate(state.params, data, cfg, batch_size=args.batch_size, mesh=mesh)["example_accuracy"]
         for name, data in tests.items()
     }
     return accs, [h["loss"] for h in history]

@@ -66,7 +66,7 @@ def parse_args(argv=None):
     p.add_argument("--feature-dim", type=int, default=8)
     p.add_argument("--window", type=int, default=16, help="SWA window of Based / JRT")
     p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--probe", type=int, default=64, help="recall-probe items")
     p.add_argument("--eval-rows", type=int, default=512, help="held-out rows scored for perplexity")
@@ -77,7 +77,7 @@ def parse_args(argv=None):
         d_model=16,
         layers=3,
         steps=3,
-        batch=4,
+        batch_size=4,
         probe=4,
         window=4,
         eval_rows=8,
@@ -191,14 +191,14 @@ def main(argv=None):
             model=cfg,
             optimizer=jrt.REFERENCE_OPTIMIZER.replace(learning_rate=args.lr, warmup_fraction=0.1),
             steps=args.steps,
-            batch_size=args.batch,
+            batch_size=args.batch_size,
             seed=args.seed,
         )
-        loader = jaxzoo.data.make_loader(shards, batch_size=args.batch, seed=args.seed)  # the same batches
+        loader = jaxzoo.data.make_loader(shards, batch_size=args.batch_size, seed=args.seed)  # the same batches
         start = time.perf_counter()
         state, history = jrt.train(run_cfg, iter(loader), log_every=max(1, args.steps // 30), desc=kind)
         seconds = time.perf_counter() - start
-        loss = jrt.evaluate(state.params, held, cfg, batch_size=args.batch)["loss"]
+        loss = jrt.evaluate(state.params, held, cfg, batch_size=args.batch_size)["loss"]
         results.append(
             dict(
                 model=kind,
@@ -224,7 +224,7 @@ def main(argv=None):
         for r in results
     ]
     script.print_table(
-        rows, title=f"pydoc_data.topics, {args.steps} steps x {args.batch} x {args.seq_len} tokens"
+        rows, title=f"pydoc_data.topics, {args.steps} steps x {args.batch_size} x {args.seq_len} tokens"
     )
     run.save({"results": results, "vocab": vocab, "probe_items": len(items)}, figures={"text": plot(results)})
     return 0
