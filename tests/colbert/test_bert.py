@@ -234,6 +234,7 @@ def test_colbert_module_is_projected_normalised_bert():
     np.testing.assert_allclose(hidden, h, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 def test_gradient_matches_finite_differences_with_remat():
     """Directional derivative of a scalar of the ColBERT output (remat on, so its backward is the one
     checked), in float64, vs central differences; and remat leaves the forward unchanged."""

@@ -70,6 +70,7 @@ def check_optimizer_shardings(state, zero1: bool):
     assert model_sharded > 0
 
 
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 @pytest.mark.parametrize("zero1", [False, True])
 def test_sharded_state_and_step_equal_single_device(mesh, zero1):
     cfg = RunConfig.tiny(use_ib_negatives=True)  # dropout on: its masks must not depend on the sharding
@@ -132,6 +133,7 @@ def test_configs_round_trip(cfg):
         type(cfg).from_dict({k: v for k, v in data.items() if k != first})
 
 
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 def test_rebuild_continues_exactly(tmp_path):
     cfg = RunConfig.tiny(steps=4)
     batches = [make_batch_arrays(cfg.model, seed=s) for s in range(4)]
@@ -173,6 +175,7 @@ def test_rebuild_continues_exactly(tmp_path):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 def test_resuming_with_another_config_raises(tmp_path):
     cfg = RunConfig.tiny(steps=1)
     batch = make_batch_arrays(cfg.model)

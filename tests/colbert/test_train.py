@@ -70,6 +70,7 @@ def test_make_batch_is_query_major(tokenizer):
     np.testing.assert_array_equal(batch["teacher"], teacher)
 
 
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 def test_loss_fn_is_colbert_loss_of_the_module(tokenizer, params):
     p = unboxed(params)
     batch = make_batch(tokenizer, QUERIES, CANDIDATES)
@@ -87,6 +88,7 @@ def run_config(**changes):
     return RunConfig(**{"model": CFG, "optimizer": opt, "nway": 2, "steps": 8, "batch_size": 4, **changes})
 
 
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 def test_sharded_step_equals_single_device(tokenizer, params):
     """With dropout on: the dropout masks must not depend on the sharding either."""
     batch = make_batch(tokenizer, QUERIES, CANDIDATES, np.ones((4, 2), np.float32))
@@ -109,6 +111,7 @@ def test_sharded_step_equals_single_device(tokenizer, params):
         np.testing.assert_allclose(b, a, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 def test_train_learns_checkpoints_and_resumes(tokenizer, params, tmp_path):
     batch = make_batch(tokenizer, QUERIES, CANDIDATES)
     opt = OptimizerConfig(algorithm="adam", learning_rate=3e-3)

@@ -57,6 +57,7 @@ def test_ragged_batch_equals_each_row_alone(which):
         np.testing.assert_allclose(batch_fwd[i][mask[i]], alone, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 def test_ragged_loss_equals_rows_alone():
     """eval loss and the MLM-free training loss of a ragged batch: the token-weighted mean of the rows'."""
     cfg = CFG.replace(mlm_prob=0.0)

@@ -124,6 +124,7 @@ def test_config_docs_list_every_field():
             assert f"    {f.name} " in cls.__doc__, (cls.__name__, f.name)
 
 
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 def test_rebuild_continues_exactly(tmp_path):
     run = jrt.RunConfig(model=TINY, steps=4, batch_size=8)
     data = jrt.mqar(
@@ -166,6 +167,7 @@ def test_resuming_with_another_run_config_raises(tmp_path):
         jrt.init_state(run.replace(model=TINY.replace(mlm_weight=0.5)), workdir=tmp_path)
 
 
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 def test_decay_mask_spares_embedding_biases_and_norm_scales():
     """As the reference's param_grouping: no decay on the (tied) embedding or biases; norm scales are
     spared unless decay_norm_scales reproduces the reference's accidental decay of flash-attn RMSNorm."""

@@ -112,6 +112,7 @@ def test_sampler_uses_the_pixel_geometry():
     np.testing.assert_allclose(np.asarray(want[:3]), ref, atol=1e-6)
 
 
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 def test_null_caption_is_fixed_unless_asked():
     x, t, y = jnp.ones((2, 1, 2, 2, 4)), jnp.full((2,), 0.5), jnp.ones((2, 3, 16))
     drop = jnp.array([True, True])
@@ -123,6 +124,7 @@ def test_null_caption_is_fixed_unless_asked():
         assert bool(jnp.any(g != 0)) is moves
 
 
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 def test_image_fps_is_120():
     cfg = STDiTConfig.tiny(depth=1)
     m = STDiT(cfg)

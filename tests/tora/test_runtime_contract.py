@@ -58,6 +58,7 @@ def _steps(run, mesh, zero1, n=3):
     return plan, state, losses
 
 
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 @pytest.mark.parametrize("zero1", [False, True])
 def test_sharded_state_and_step_equal_single_device(mesh, zero1):
     tx = tora.make_optimizer(RUN)
@@ -113,6 +114,7 @@ def test_run_config_keeps_the_model_kind():
     assert isinstance(STDiTConfig.from_json(STDiTConfig.tiny().to_json()).patch_size, tuple)
 
 
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 def test_workdir_rebuilds_and_continues_exactly(tmp_path):
     run = RUN.replace(steps=4)
     rng = jax.random.key(3)
@@ -127,12 +129,14 @@ def test_workdir_rebuilds_and_continues_exactly(tmp_path):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), got.params, want.params)
 
 
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 def test_resuming_with_another_config_raises(tmp_path):
     tora.train(RUN, batch_fn, workdir=tmp_path, num_steps=1, progress=False)
     with pytest.raises(ValueError, match="another config"):
         tora.train(RUN.replace(seed=1), batch_fn, workdir=tmp_path, progress=False)
 
 
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 def test_tora_run_trains_only_the_motion_path():
     cfg = ToraConfig.tiny(stdit=STDiTConfig.tiny(depth=1, in_channels=3, vae_spatial_factor=1,
                                                  motion_fuser="adanorm", motion_channels=16),

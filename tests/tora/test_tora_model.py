@@ -94,6 +94,7 @@ def _small(fuser="adanorm", **kw):
         pytest.param("adanorm", "spatial", marks=pytest.mark.slow),
     ],
 )
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 def test_tora_equals_base_stdit_at_init(fuser, position):
     cfg = _small(fuser)
     cfg = dataclasses.replace(cfg, stdit=dataclasses.replace(cfg.stdit, motion_position=position))
@@ -139,6 +140,7 @@ def test_load_base_params_errors():
 
 
 # ----------------------------------------------------------------------------- training
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 def test_trainable_mask_and_frozen_backbone():
     cfg = _small()
     model, v = _init(cfg)
@@ -173,6 +175,7 @@ def test_trainable_mask_and_frozen_backbone():
     )
 
 
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 def test_training_with_motion_decreases_loss():
     cfg = _small("adanorm")
     model, v = _init(cfg)
@@ -190,6 +193,7 @@ def test_training_with_motion_decreases_loss():
     assert end < 0.98 * start, (start, end)
 
 
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 def test_motion_condition_stages():
     cfg = _small()
     flow = _batch(0, b=3)["flow"]
@@ -215,6 +219,7 @@ def test_motion_condition_stages():
 
 
 # ----------------------------------------------------------------------------- sampling
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 def test_sampler_puts_motion_into_both_cfg_passes():
     cfg = _small("channel")
     model, v = _init(cfg)
@@ -290,6 +295,7 @@ def test_sharded_step_equals_single_device():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 def test_fresh_backbone_warns(monkeypatch):
     import warnings
 
