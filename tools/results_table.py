@@ -22,16 +22,35 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
-def headline(results: dict, limit: int = 6) -> str:
-    """The figures a reader looks for: ``results["headline"]`` if the script gave one, else its top-level
-    numbers and short strings."""
+def _fmt(v) -> str:
+    if isinstance(v, dict) and "mean" in v and "std" in v:
+        return f"{v['mean']:.3g} ± {v['std']:.2g}"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _scalars(d: dict, prefix: str = "", depth: int = 0):
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and "mean" in v and "std" in v:
+            yield key, v
+        elif isinstance(v, dict) and depth < 2:
+            yield from _scalars(v, key + ".", depth + 1)
+        elif isinstance(v, bool | int | float) or (isinstance(v, str) and len(v) < 40):
+            yield key, v
+
+
+def headline(results: dict, limit: int = 5) -> str:
+    """The figures a reader looks for: ``results["headline"]`` if the script gave one, else its first
+    numbers (mean ± std where it gave seeds), else the first row of its table."""
     pick = results.get("headline")
-    if not isinstance(pick, dict):
-        pick = {k: v for k, v in results.items() if isinstance(v, int | float | str) and len(str(v)) < 40}
-    parts = []
-    for k, v in list(pick.items())[:limit]:
-        parts.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
-    return "; ".join(parts) or "(see the file)"
+    items = list(pick.items()) if isinstance(pick, dict) else list(_scalars(results))
+    if not items:
+        for v in results.values():
+            if isinstance(v, list) and v and isinstance(v[0], dict):
+                items = [(k, x) for k, x in v[0].items() if isinstance(x, bool | int | float | str)]
+                items = [("first row: " + items[0][0], items[0][1])] + items[1:] if items else []
+                break
+    return "; ".join(f"{k} {_fmt(v)}" for k, v in items[:limit]).replace("|", "/") or "(see the file)"
 
 
 def render(folder: pathlib.Path) -> str:
