@@ -56,7 +56,7 @@ def main():
     p.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU (0 = not reported)")
     args = script.parse(
         p,
-        smoke={"shapes": "1x4x4,2x4x4", "repeats": 1, "batch_size": 2, "preset": "tiny"},
+        smoke={"shapes": "1x4x4,2x4x4", "repeats": 1, "batch_size": 2, "preset": "tiny", "caption_len": 8},
         # one H200: STDiT3-XL/2 in bf16 with remat at 240p buckets (5 and 15 latent frames)
         accelerator={"preset": "xl", "dtype": "bfloat16", "remat": True, "batch_size": 1,
                      "shapes": "5x30x53,15x30x53", "caption_len": 300, "repeats": 3},
