@@ -155,6 +155,7 @@ def test_rebuild_continues_exactly(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 def test_resuming_with_another_run_config_raises(tmp_path):
     run = jrt.RunConfig(model=TINY, steps=2, batch_size=4)
     data = jrt.mqar(
@@ -195,6 +196,7 @@ def test_decay_mask_spares_embedding_biases_and_norm_scales():
     assert float(jnp.abs(updates["layer_2"]["mlp"]["fc2"]["kernel"]).max()) > 0
 
 
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 def test_sharding_examples_init_on_mesh():
     mesh = jaxzoo.make_mesh({"data": 4, "model": 2})
     names = set()

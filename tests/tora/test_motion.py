@@ -180,6 +180,7 @@ def test_adanorm_fuser_matches_numpy():
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)  # chained f32 convs over 9*3 + 3*2 terms
 
 
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 def test_channel_and_cross_attention_fusers_match_numpy():
     h, f = _hf(c=8, cm=3, t=2, h=2, w=3)
     hn, fn = np.asarray(h, np.float64), np.asarray(f, np.float64)
@@ -232,6 +233,7 @@ def test_fuser_errors():
 
 
 # ----------------------------------------------------------------------------- extractor
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 @pytest.mark.parametrize("t,h,w", [(1, 4, 4), (3, 8, 4), (5, 4, 12)])
 def test_extractor_shapes_pixel_space(t, h, w):
     cfg = TrajectoryExtractorConfig(motion_vae=None, channels=8, num_levels=3, num_res_blocks=1)

@@ -129,6 +129,7 @@ def test_tora_equals_base_stdit_at_init(fuser, position):
     assert float(jnp.abs(out1 - want).max()) > 1e-3 and float(jnp.abs(out1 - out2).max()) > 1e-4
 
 
+@pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
 def test_load_base_params_errors():
     cfg = _small()
     _, v = _init(cfg)
