@@ -17,7 +17,6 @@ from jaxzoo import data, flops
 from jaxzoo.checkpoint import Checkpointer
 from jaxzoo.config import Config, check_resume_config, load_config, save_config
 from jaxzoo.distributed import initialize
-from jaxzoo.io import output_dir, write_json
 from jaxzoo.nn import (
     DenseGeneral,
     GroupNorm,
@@ -84,7 +83,6 @@ __all__ = [
     "make_optimizer",
     "make_train_step",
     "module_init",
-    "output_dir",
     "param_count",
     "parse_dtype",
     "plan_state",
@@ -97,5 +95,4 @@ __all__ = [
     "save_config",
     "shard_batch",
     "shardings_of",
-    "write_json",
 ]

@@ -23,6 +23,7 @@ checkpoint) back to the config, the model, the parameters and the optimizer stat
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import pathlib
@@ -197,7 +198,7 @@ def plan_state(
     def make_extra(r):
         return extra(r) if callable(extra) else extra
 
-    ctx = jax.set_mesh(mesh) if mesh is not None else _nullcontext()
+    ctx = jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext()
     with ctx:
         abstract_params = jax.eval_shape(boxed, rng)
         abstract_extra = jax.eval_shape(make_extra, rng) if extra is not None else None
@@ -238,14 +239,6 @@ def plan_state(
                 params = jax.device_put(params, shardings.params)
             state = jax.jit(build, out_shardings=shardings)(rng, params)
     return StatePlan(state=state, shardings=shardings, abstract=abstract, restored_step=restored_step)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _on_default_device(a: jax.ShapeDtypeStruct) -> jax.ShapeDtypeStruct:
