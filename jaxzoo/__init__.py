@@ -3,7 +3,7 @@
 - ``jaxzoo.sharding``: meshes, the logical axis vocabulary ``AXES``, rules, sharded init, batch placement.
 - ``jaxzoo.state``: the state planner (``plan_state``), bytes per device, ``rebuild`` from a work directory.
 - ``jaxzoo.train``: ``TrainState``, the jitted/sharded train step, and the ``fit`` loop.
-- ``jaxzoo.optim``: ``OptimizerConfig`` and ``make_optimizer`` (schedules, warm-up, decay, clipping, EMA).
+- ``jaxzoo.optim``: ``OptimizerConfig`` and ``make_optimizer`` (schedules, warm-up, decay, clipping, EMA, float32 master weights).
 - ``jaxzoo.config``: ``Config``, the frozen-dataclass base whose instances round-trip through JSON.
 - ``jaxzoo.precision``: ``Precision`` (mixed-precision policy) and ``parse_dtype``.
 - ``jaxzoo.nn``: the layer kit (DenseGeneral, attention, norms, RoPE, parameter counting).
@@ -29,7 +29,7 @@ from jaxzoo.nn import (
     rms_norm,
     rope,
 )
-from jaxzoo.optim import OptimizerConfig, ema_params, lr_schedule, make_optimizer
+from jaxzoo.optim import OptimizerConfig, ema_params, lr_schedule, make_optimizer, master_weights
 from jaxzoo.precision import Precision, parse_dtype
 from jaxzoo.sharding import (
     AXES,
@@ -81,6 +81,7 @@ __all__ = [
     "lr_schedule",
     "make_mesh",
     "make_optimizer",
+    "master_weights",
     "make_train_step",
     "module_init",
     "param_count",

@@ -92,13 +92,16 @@ def dot_product_attention(
     scale: float | None = None,
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
+    local_window: int | tuple[int, int] | None = None,
 ) -> jax.Array:
     """softmax(q k^T * scale + bias) v with q [B, Lq, H, D], k [B, Lk, K, D], v [B, Lk, K, Dv] -> [B, Lq, H, Dv].
 
     K may divide H (grouped-query attention). ``mask`` is boolean, True = attend, broadcastable to
     [B, H, Lq, Lk] (a key mask [B, Lk] is accepted and means [B, 1, 1, Lk]); ``is_causal`` adds the causal
-    mask. Scores and softmax are float32 (float64 for float64 inputs). A query row with no key to attend
-    to returns exactly zeros. Without dropout this is ``jax.nn.dot_product_attention`` (a fused kernel on
+    mask. ``local_window=(left, right)`` (or one int w for (w, w)) is sliding-window attention: query i sees
+    keys i - left .. i + right only (positions aligned at the end when Lq < Lk, as the causal mask), e.g.
+    ModernBERT's local layers (64, 64) or a causal window (w - 1, 0). Scores and softmax are float32
+    (float64 for float64 inputs). A query row with no key to attend to returns exactly zeros. Without dropout this is ``jax.nn.dot_product_attention`` (a fused kernel on
     GPU); dropout (training) drops probabilities with ``dropout_rng`` and rescales by 1 / (1 - rate).
     """
     if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
@@ -121,6 +124,13 @@ def dot_product_attention(
     if is_causal:
         causal = jnp.tril(jnp.ones((lq, lk), bool), k=lk - lq)[None, None]
         mask = causal if mask is None else mask & causal
+    if local_window is not None:
+        left, right = (local_window, local_window) if isinstance(local_window, int) else tuple(local_window)
+        if min(left, right) < 0:
+            raise ValueError(f"local_window must be >= 0 on both sides; got {local_window!r}")
+        offset = jnp.arange(lk)[None, :] - (jnp.arange(lq)[:, None] + lk - lq)  # key minus query position
+        band = ((offset >= -left) & (offset <= right))[None, None]
+        mask = band if mask is None else mask & band
     acc = jnp.promote_types(q.dtype, jnp.float32)
     fused = v.shape[-1] == d and q.dtype == k.dtype == v.dtype  # what jax.nn's kernel accepts
     if dropout_rate == 0.0 and acc == jnp.float32 and fused:

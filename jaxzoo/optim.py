@@ -4,7 +4,8 @@
 
     [before...] -> clip_by_global_norm -> (adamw | adam | sgd | lion)(schedule) -> [after...] -> [ema]
 
-wrapped in ``optax.apply_if_finite`` when ``skip_nonfinite`` (a step whose gradients hold NaN/inf leaves
+run on float32 master weights when ``master_dtype`` is set (``master_weights``: bf16 parameters, float32
+optimizer state), and wrapped in ``optax.apply_if_finite`` when ``skip_nonfinite`` (a step whose gradients hold NaN/inf leaves
 the weights unchanged). Packages keep only what is specific to their paper (a gradient projection, a decay
 mask); spelling and defaults of the shared fields are the same everywhere.
 
@@ -51,6 +52,7 @@ class OptimizerConfig(Config):
     grad_clip: float = 0.0  # clip gradients to this global norm (0: off)
     ema_decay: float = 0.0  # keep an EMA of the weights in the optimizer state (0: off); see ema_params
     skip_nonfinite: bool = False  # a step with NaN/inf gradients leaves the weights unchanged
+    master_dtype: str | None = None  # e.g. "float32": keep master weights and all optimizer state in it for low-precision (bf16) parameters; None: off
 
     def __post_init__(self):
         if self.algorithm not in ALGORITHMS:
@@ -67,6 +69,12 @@ class OptimizerConfig(Config):
         for name in ("b1", "b2", "ema_decay", "warmup_fraction", "end_lr_ratio", "decay_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"OptimizerConfig.{name} must lie in [0, 1]; got {getattr(self, name)}")
+        if self.master_dtype is not None:
+            from jaxzoo.precision import parse_dtype
+
+            canonical = parse_dtype(self.master_dtype).name
+            if canonical != self.master_dtype:
+                object.__setattr__(self, "master_dtype", canonical)
         if self.warmup_steps is not None and self.warmup_steps < 0:
             raise ValueError(f"OptimizerConfig.warmup_steps must be >= 0 or None; got {self.warmup_steps}")
 
@@ -142,6 +150,50 @@ def ema_params(opt_state: Any) -> Any:
     raise ValueError("this optimizer state holds no EMA; build the optimizer with ema_decay > 0")
 
 
+class MasterState(NamedTuple):
+    master: Any  # the parameters in the master dtype
+    inner: Any  # the wrapped optimizer's state (built from the master weights, so in the master dtype)
+
+
+def _floating(x: Any) -> bool:
+    return jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)
+
+
+def master_weights(inner: optax.GradientTransformation, dtype: Any = jnp.float32) -> optax.GradientTransformation:
+    """Mixed-precision training with master weights: ``inner`` runs in ``dtype`` on a copy of the parameters.
+
+    The state keeps the parameters in ``dtype`` (float32 for bf16 parameters) and ``inner``'s state built
+    from them, so Adam moments and EMA copies are float32 too. Each update casts the gradients to ``dtype``,
+    steps the master copy, and returns ``master.astype(p.dtype) - p``, so the stored low-precision
+    parameters follow the master weights (within one rounding of their dtype) and small updates that would
+    round away in bf16 accumulate in the master copy instead. The planner shards the master copy like its
+    parameter (same key path and shape). Integer leaves pass through.
+    """
+    from jaxzoo.precision import parse_dtype
+
+    dtype = parse_dtype(dtype)
+
+    def up(x):
+        return x.astype(dtype) if _floating(x) else x
+
+    def init(params):
+        master = jax.tree.map(up, params)
+        return MasterState(master, inner.init(master))
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("master_weights needs the parameters in update(grads, state, params)")
+        grads = jax.tree.map(up, updates)
+        step, inner_state = inner.update(grads, state.inner, state.master)
+        master = optax.apply_updates(state.master, step)
+        out = jax.tree.map(
+            lambda m, p: (m - p.astype(dtype)).astype(p.dtype) if _floating(p) else jnp.zeros_like(p),
+            master, params)
+        return out, MasterState(master, inner_state)
+
+    return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(
     cfg: OptimizerConfig,
     total_steps: int,
@@ -176,6 +228,8 @@ def make_optimizer(
     if cfg.ema_decay > 0:
         parts.append(ema_weights(cfg.ema_decay))
     tx = optax.chain(*parts)
+    if cfg.master_dtype is not None:
+        tx = master_weights(tx, cfg.master_dtype)
     if cfg.skip_nonfinite:
         tx = optax.apply_if_finite(tx, max_consecutive_errors=2**30)
     return tx

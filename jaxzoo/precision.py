@@ -3,7 +3,8 @@
 Every model config has a ``precision: jaxzoo.Precision`` field. ``Precision()`` is float32 throughout;
 ``Precision.bf16()`` keeps parameters (and so the optimizer) in float32, computes matmuls in bfloat16, and
 keeps the parts named in ``float32`` in float32 (norm statistics, softmax, the residual stream, losses,
-logits, recurrent sums). A module asks ``precision.dtype_for("softmax")`` instead of deciding by itself.
+logits, recurrent sums). ``Precision.bf16_params()`` also stores the parameters in bfloat16; pair it with
+``OptimizerConfig(master_dtype="float32")`` (float32 master weights and optimizer state). A module asks ``precision.dtype_for("softmax")`` instead of deciding by itself.
 """
 
 from __future__ import annotations
@@ -66,6 +67,12 @@ class Precision(Config):
     def bf16(cls) -> Precision:
         """float32 parameters, bfloat16 compute, float32 norms/softmax/residual/loss/logits/state."""
         return cls(compute_dtype="bfloat16")
+
+    @classmethod
+    def bf16_params(cls) -> Precision:
+        """bfloat16 parameters and compute (float32 parts as ``bf16``); train it with
+        ``OptimizerConfig(master_dtype="float32")`` so the optimizer keeps float32 master weights and state."""
+        return cls(param_dtype="bfloat16", compute_dtype="bfloat16")
 
     @classmethod
     def of(cls, value: Any) -> Precision:

@@ -176,3 +176,58 @@ def test_precision_policy_and_dtype_names():
         jaxzoo.Precision(float32=("attention",))
     with pytest.raises(ValueError, match="unknown precision part"):
         p.dtype_for("everything")
+
+
+# ------------------------------------------------------------------------------------------ master weights
+def test_master_weights_is_the_inner_optimizer_for_float32_params():
+    cfg = jaxzoo.OptimizerConfig(learning_rate=0.1, weight_decay=0.01, ema_decay=0.9)
+    plain = jaxzoo.make_optimizer(cfg, 10)
+    mixed = jaxzoo.make_optimizer(cfg.replace(master_dtype="f32"), 10)
+    assert jaxzoo.OptimizerConfig.from_json(cfg.replace(master_dtype="f32").to_json()).master_dtype == "float32"
+    params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.zeros(3)}
+    p1 = p2 = params
+    s1, s2 = plain.init(params), mixed.init(params)
+    for i in range(4):
+        grads = jax.tree.map(lambda x, i=i: jnp.sin(x + i) + 0.5, p1)
+        u1, s1 = plain.update(grads, s1, p1)
+        u2, s2 = mixed.update(grads, s2, p2)
+        p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(jaxzoo.ema_params(s1)["w"], jaxzoo.ema_params(s2)["w"], rtol=1e-6)
+
+
+def test_master_weights_keep_small_updates_that_bf16_rounds_away():
+    """bf16 parameters near 1 have spacing 2^-7; 100 updates of 1e-4 vanish in plain bf16 SGD but
+    accumulate in the float32 master copy (and so reach the bf16 parameters), as in float32 training."""
+    cfg = jaxzoo.OptimizerConfig(algorithm="sgd", b1=0.0, learning_rate=1e-4, warmup_steps=0)
+    params = {"w": jnp.ones(4, jnp.bfloat16), "n": jnp.arange(4)}
+    grads = {"w": jnp.ones(4, jnp.bfloat16), "n": jnp.zeros(4, jnp.int32)}
+    for master, want in ((None, 1.0), ("float32", 1.0 - 100 * 1e-4)):
+        tx = jaxzoo.make_optimizer(cfg.replace(master_dtype=master), 100)
+        p, state = params, tx.init(params)
+        for _ in range(100):
+            u, state = tx.update(grads, state, p)
+            p = optax.apply_updates(p, u)
+        assert p["w"].dtype == jnp.bfloat16 and np.array_equal(p["n"], params["n"])
+        np.testing.assert_allclose(np.asarray(p["w"], np.float32), want, atol=2**-8)
+        if master:
+            assert state.master["w"].dtype == jnp.float32
+            np.testing.assert_allclose(state.master["w"], want, atol=1e-5)
+            assert all(x.dtype in (jnp.float32, jnp.int32) for x in jax.tree.leaves(state))
+
+
+def test_master_weights_are_planned_like_their_parameters():
+    """The planner gives the float32 master copy and the float32 moments of bf16 parameters the
+    parameters' shardings."""
+    mesh = jaxzoo.make_mesh({"data": 4, "model": 2})
+    model = jaxzoo.DenseGeneral((8,), axes=("embed", "mlp"), param_dtype=jnp.bfloat16, dtype=jnp.bfloat16)
+    tx = jaxzoo.make_optimizer(jaxzoo.OptimizerConfig(master_dtype="float32"), 10)
+    plan = jaxzoo.plan_state(jaxzoo.module_init(model, jnp.ones((4, 6), jnp.bfloat16)), tx, jax.random.key(0),
+                             mesh=mesh)
+    kernel = plan.state.params["kernel"]
+    assert kernel.dtype == jnp.bfloat16
+    masters = [x for x in jax.tree.leaves(plan.state.opt_state) if x.shape == kernel.shape]
+    assert len(masters) == 3  # master copy, mu, nu
+    for x in masters:
+        assert x.dtype == jnp.float32 and x.sharding.spec == kernel.sharding.spec

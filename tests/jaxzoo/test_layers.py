@@ -49,6 +49,29 @@ def test_attention_matches_numpy_with_masks(b, lq, lk, h, kh, dv, causal):
     assert np.all(np.asarray(got)[0] == 0.0)  # fully masked rows are exactly zero
 
 
+@pytest.mark.parametrize("window, causal, lq", [((2, 2), False, 7), ((3, 0), True, 7), (1, False, 4)])
+def test_attention_local_window_matches_numpy(window, causal, lq):
+    """Sliding-window attention: query i (aligned at the end of the keys) sees keys i-left .. i+right."""
+    b, lk, h = 2, 7, 2
+    q = RNG.normal(size=(b, lq, h, 4)).astype(np.float32)
+    k = RNG.normal(size=(b, lk, h, 4)).astype(np.float32)
+    v = RNG.normal(size=(b, lk, h, 4)).astype(np.float32)
+    left, right = (window, window) if isinstance(window, int) else window
+    key_mask = np.ones((b, lk), bool)
+    key_mask[1, 0] = False
+    full = np.zeros((b, h, lq, lk), bool)
+    for i in range(lq):
+        pos = i + lk - lq
+        for j in range(lk):
+            full[:, :, i, j] = (pos - left <= j <= pos + right) and (not causal or j <= pos)
+    full &= key_mask[:, None, None, :]
+    want = np_attention(q, k, v, full, 0.5)
+    got = jaxzoo.dot_product_attention(q, k, v, mask=key_mask, is_causal=causal, local_window=window)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="local_window"):
+        jaxzoo.dot_product_attention(q, k, v, local_window=(-1, 2))
+
+
 def test_attention_dropout_is_rescaled_and_needs_a_key():
     q = k = v = jnp.ones((1, 4, 1, 2))
     out = jaxzoo.dot_product_attention(q, k, v, dropout_rate=0.5, dropout_rng=jax.random.key(0))
