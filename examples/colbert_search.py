@@ -16,7 +16,8 @@ Printed and saved (nDCG@10 / Recall@10):
   rrf             reciprocal rank fusion of single-vector and MaxSim rankings
 Then (`--finetune-steps`, default 150) the head alone is trained on the frozen BERT with ColBERT's
 in-batch-negative loss on pseudo-queries (random 4-8 word spans of a passage, the passage as positive;
-the topic-name queries are never seen), data-parallel over the harness's mesh (`--mesh`, `--cpu-devices`),
+the topic-name queries are never seen; the pairs stream from disk shards through `jaxzoo.data`),
+data-parallel over the harness's mesh (`--mesh`, `--cpu-devices`),
 and every ColBERT row is reported again.
 
 Run:  python examples/colbert_search.py            (add --cache to keep the encodings for reruns)
@@ -37,6 +38,7 @@ import pydoc_data.topics
 import time
 
 import flax.linen as nn
+import grain.python as grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -129,9 +131,26 @@ def colbert_rows(Q, q_attn, docs, single_ranked, index_nbits, seed):
     return runs, timing, index.bytes_per_vector
 
 
-def finetune_head(enc, passages, hidden_docs, steps, batch, lr, seed, mesh):
+class _Features(grain.MapTransform):
+    """(pseudo-query id, passage id) records -> the frozen BERT states the head is trained on."""
+
+    def __init__(self, hq, Hd, d_mask):
+        self.hq, self.Hd, self.d_mask = hq, Hd, d_mask
+
+    def map(self, row):
+        q, d = int(row["query"]), int(row["doc"])
+        return {"hq": self.hq[q], "hd": self.Hd[d], "mask": self.d_mask[d]}
+
+
+def finetune_head(enc, passages, hidden_docs, steps, batch, lr, seed, mesh, out):
     """Train the [E, dim] head on frozen BERT states with in-batch negatives on pseudo-queries; the state is
-    planned by `jaxzoo.plan_state` on `mesh` (batches split over its "data" axis)."""
+    planned by `jaxzoo.plan_state` on `mesh` (batches split over its "data" axis).
+
+    The training pairs (pseudo-query id, passage id) are drawn once, in step order with distinct positives
+    in each batch (so in-batch negatives are negatives), written to disk shards with
+    `jaxzoo.data.write_array_shards` under `out/train_pairs`, and streamed by a `jaxzoo.data.make_loader`
+    iterator (resumable: `fit` saves its position with checkpoints); a grain map turns ids into the cached
+    frozen BERT states."""
     rng = np.random.default_rng(seed)
     pool = []  # (pseudo-query text, passage id)
     for _ in range(steps * batch // 4 + batch):
@@ -145,18 +164,22 @@ def finetune_head(enc, passages, hidden_docs, steps, batch, lr, seed, mesh):
     targets = np.array([p[1] for p in pool])
     if len(set(targets)) < batch:
         raise ValueError(f"--train-batch-size {batch} needs at least as many passages; the corpus has {len(Hd)}")
+    picks = []
+    for step in range(steps):
+        r = np.random.default_rng([seed, step])
+        pick = r.choice(len(pool), batch, replace=False)
+        while len(set(targets[pick])) < batch:
+            pick = r.choice(len(pool), batch, replace=False)
+        picks.append(pick)
+    order = np.concatenate(picks)
+    pairs = jaxzoo.data.write_array_shards(out / "train_pairs", [{"query": order, "doc": targets[order]}])
+    loader = jaxzoo.data.make_loader(pairs, batch_size=batch, seed=seed,
+                                     shuffle=False, num_epochs=1, operations=[_Features(hq, Hd, d_mask)])
 
     def loss_fn(params, b, rng):
         Q = colbert_project(b["hq"], params["kernel"])
         D = colbert_project(b["hd"], params["kernel"])
         return colbert_loss(Q, D, None, b["mask"], nway=1, use_ib_negatives=True)
-
-    def batch_fn(step):
-        r = np.random.default_rng([seed, step])
-        pick = r.choice(len(pool), batch, replace=False)
-        while len(set(targets[pick])) < batch:  # distinct positives, so in-batch negatives are negatives
-            pick = r.choice(len(pool), batch, replace=False)
-        return {"hq": hq[pick], "hd": Hd[targets[pick]], "mask": d_mask[targets[pick]]}
 
     tx = jaxzoo.make_optimizer(jaxzoo.OptimizerConfig(algorithm="adam", learning_rate=lr), steps)
     kernel = jnp.asarray(enc.linear)  # [E, dim]
@@ -168,9 +191,10 @@ def finetune_head(enc, passages, hidden_docs, steps, batch, lr, seed, mesh):
     state, history = jaxzoo.fit(
         plan.state,
         step,
-        batch_fn,
+        iter(loader),
         num_steps=steps,
         rng=jax.random.key(seed),
+        mesh=mesh,
         log_every=max(1, steps // 30),
         desc="finetune head",
     )
@@ -270,7 +294,8 @@ def main():
     history = []
     if args.finetune_steps:
         kernel, history = finetune_head(
-            enc, passages, hidden_d, args.finetune_steps, args.train_batch_size, args.lr, args.seed, run.mesh
+            enc, passages, hidden_d, args.finetune_steps, args.train_batch_size, args.lr, args.seed, run.mesh,
+            run.out,
         )
         Q, docs = vectors(kernel)
         runs, _, _ = colbert_rows(Q, q_attn, docs, single_ranked, args.nbits, args.seed)

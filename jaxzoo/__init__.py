@@ -45,7 +45,7 @@ from jaxzoo.sharding import (
     shard_batch,
 )
 from jaxzoo.state import Recipe, Run, StatePlan, bytes_per_device, module_init, plan_state, rebuild
-from jaxzoo.train import TrainState, fit, make_train_step, read_metrics, shardings_of
+from jaxzoo.train import TrainState, evaluate, fit, make_train_step, read_metrics, shardings_of
 
 __all__ = [
     "AXES",
@@ -71,6 +71,7 @@ __all__ = [
     "dot_product_attention",
     "ema_params",
     "extend_rules",
+    "evaluate",
     "fit",
     "group_norm",
     "initialize",

@@ -192,9 +192,53 @@ def _save_data_state(workdir: pathlib.Path, step: int, iterator: Any, keep: int)
 
 
 def _fetch(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """Device metrics -> host floats (scalars only): the one device-to-host sync of a logged step."""
-    host = jax.device_get(dict(metrics))
-    return {k: float(np.asarray(v)) for k, v in host.items() if np.ndim(v) == 0}
+    """Device metrics -> host floats (scalars only): the one device-to-host sync of a logged step.
+
+    In a multi-process run a metric that is not replicated (sharded over other processes' devices) is
+    gathered from every process first."""
+    def host(v):
+        if isinstance(v, jax.Array) and not v.is_fully_addressable and not v.is_fully_replicated:
+            from jax.experimental import multihost_utils
+
+            return np.asarray(multihost_utils.process_allgather(v, tiled=True))
+        return np.asarray(jax.device_get(v))
+
+    return {k: float(host(v)) for k, v in dict(metrics).items() if np.ndim(v) == 0}
+
+
+def evaluate(
+    metric_fn: Callable[[Any, Any], Mapping[str, Any]],
+    params: Any,
+    batches: Iterable[Any],
+    *,
+    mesh: Mesh | None = None,
+) -> dict[str, float]:
+    """Metrics of ``params`` over a data set: the mean of ``metric_fn(params, batch)`` over ``batches``,
+    weighted by each batch's global size (so a smaller last batch counts for its rows).
+
+    ``metric_fn(params, batch) -> {name: scalar mean over the batch}`` is jitted here unless it already is.
+    ``batches`` holds this process's rows of each batch (``jaxzoo.data.make_loader(..., shuffle=False,
+    num_epochs=1)`` gives each process its part); with ``mesh`` each goes through ``shard_batch``, so in a
+    multi-process run every process passes its own rows, every process must pass the same number of
+    batches, and all get the same result (process 0 typically logs it). Sums stay on the device until the
+    end (one host sync). Raises ``ValueError`` for an empty ``batches``.
+    """
+    fn = metric_fn if hasattr(metric_fn, "lower") else jax.jit(metric_fn)
+    totals: dict[str, Any] = {}
+    rows_total = 0
+    for batch in batches:
+        leaves = jax.tree.leaves(batch)
+        if not leaves or np.ndim(leaves[0]) == 0:
+            raise ValueError("evaluate expects batches of arrays with a leading batch dimension")
+        rows = int(np.shape(leaves[0])[0]) * (jax.process_count() if mesh is not None else 1)
+        metrics = fn(params, shard_batch(batch, mesh) if mesh is not None else batch)
+        for k, v in metrics.items():
+            if np.ndim(v) == 0:
+                totals[k] = totals.get(k, 0.0) + v * rows
+        rows_total += rows
+    if rows_total == 0:
+        raise ValueError("evaluate got no batches (an empty data set or an exhausted iterator)")
+    return {k: v / rows_total for k, v in _fetch(totals).items()}
 
 
 def read_metrics(path: str | pathlib.Path) -> list[dict]:

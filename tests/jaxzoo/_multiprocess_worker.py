@@ -25,7 +25,9 @@ mesh = jaxzoo.make_mesh({"data": 4, "model": 2})
 results = {}
 for name, run in SCENARIOS.items():
     results[name] = run(mesh)
+    print(f"process {process_id}: {name} trained and evaluated", flush=True)
     results[name + "_ckpt"] = run(mesh, workdir=out / f"{name}_run", steps=2)  # checkpoint at step 2
+    print(f"process {process_id}: {name} checkpoint written", flush=True)
 if process_id == 0:
     (out / "results.pkl").write_bytes(pickle.dumps(results))
 print(f"process {process_id} done", flush=True)

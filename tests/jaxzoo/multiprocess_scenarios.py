@@ -40,7 +40,16 @@ def jrt_run(mesh, workdir=None, steps=STEPS):
     step = jrt.make_train_step(run, mesh=mesh, state_sharding=plan.shardings)
     state, hist = jaxzoo.fit(plan.state, step, batch, num_steps=steps, rng=jax.random.key(1), workdir=workdir,
                              config=run if workdir is not None else None, log_every=1, progress=False)
-    return [r["loss"] for r in hist], gather(state.params)
+    # held-out metrics through jaxzoo.evaluate: each process passes its own rows of 3 batches of 8
+    r = np.random.default_rng(99)
+    x = r.integers(0, vocab - 1, (24, 16)).astype(np.int32)
+    labels = np.roll(x, -1, axis=1)
+    labels[:, -1] = jrt.IGNORE
+    n, i = jax.process_count(), jax.process_index()
+    mine = {k: np.concatenate([v[b * 8 : (b + 1) * 8][i * (8 // n) : (i + 1) * (8 // n)] for b in range(3)])
+            for k, v in {"input_ids": x, "labels": labels}.items()}
+    ev = jrt.evaluate(state.params, mine, run.model, batch_size=8 // n, mesh=mesh)
+    return [r["loss"] for r in hist] + [ev["loss"], ev["accuracy"]], gather(state.params)
 
 
 def sae_run(mesh, workdir=None, steps=STEPS):

@@ -41,7 +41,10 @@ def two_process_results(tmp_path_factory):
         for p in procs:
             logs.append(p.communicate(timeout=420)[0])
     except subprocess.TimeoutExpired:
-        pytest.fail("the two-process run did not finish in 420 s")
+        for p in procs:
+            p.kill()
+        tails = [p.communicate()[0][-2000:] for p in procs]
+        pytest.fail("the two-process run did not finish in 420 s; the workers printed:\n" + "\n---\n".join(tails))
     finally:
         for p in procs:  # never leave a process behind, whatever happened
             if p.poll() is None:
@@ -59,7 +62,7 @@ def test_two_processes_equal_one_process(two_process_results, name):
     mesh = jaxzoo.make_mesh({"data": 4, "model": 2})
     losses, params = SCENARIOS[name](mesh)
     got_losses, got_params = results[name]
-    assert len(got_losses) == STEPS
+    assert len(got_losses) >= STEPS and len(got_losses) == len(losses)
     np.testing.assert_allclose(got_losses, losses, rtol=1e-6, atol=1e-6)
     for a, b in zip(jax.tree.leaves(got_params), jax.tree.leaves(params)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)

@@ -329,3 +329,26 @@ def test_dense_general_errors():
         DenseGeneral((4,), ("embed", "mlp", "x")).init(jax.random.key(0), np.zeros((1, 3)))
     with pytest.raises(ValueError, match="contracts the last 2 axes"):
         DenseGeneral((4,), ("a", "b", "c"), n_in=2).init(jax.random.key(0), np.zeros((3,)))
+
+
+def test_evaluate_weights_batches_by_rows_and_shards():
+    """jaxzoo.evaluate: the row-weighted mean of per-batch means (a smaller last batch counts for its
+    rows), the same on a (data=4, model=2) mesh as unsharded, and an error for no batches."""
+    x = np.arange(20, dtype=np.float32).reshape(10, 2)
+
+    def metric(params, batch):
+        err = batch["x"] * params["w"]
+        return {"mean": err.mean(), "sq": (err**2).mean(), "vector": err.mean(0)}
+
+    params = {"w": jnp.float32(0.5)}
+    batches = [{"x": x[:4]}, {"x": x[4:8]}, {"x": x[8:]}]
+    got = jaxzoo.evaluate(metric, params, batches)
+    want = x * 0.5
+    assert set(got) == {"mean", "sq"}  # only scalars are reported
+    np.testing.assert_allclose(got["mean"], want.mean(), rtol=1e-6)
+    np.testing.assert_allclose(got["sq"], (want**2).mean(), rtol=1e-6)
+    mesh = jaxzoo.make_mesh({"data": 4, "model": 2})
+    sharded = jaxzoo.evaluate(jax.jit(metric), params, [{"x": x[:8]}, {"x": x[:4]}], mesh=mesh)
+    np.testing.assert_allclose(sharded["mean"], np.concatenate([want[:8], want[:4]]).mean(), rtol=1e-6)
+    with pytest.raises(ValueError, match="no batches"):
+        jaxzoo.evaluate(metric, params, [])
