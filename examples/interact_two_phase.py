@@ -9,7 +9,14 @@ measures
 - A_k^+ / A_k^- per order k (salient interactions, tau = 0.05 max|I|, AND and OR together, normalised by
   the total salient strength and averaged over samples), next to the train/test loss gap;
 - the mean order of the interactions (strength-weighted), whose minimum marks the end of phase 1;
-- the train/test Jaccard similarity of the mean interactions per class, for every order.
+- the train/test Jaccard similarity of the mean interactions per class, for every order;
+- at the end, the interactions the seeds' final models share (Chen et al., ICLR'24): AND-OR extracted
+  jointly over the models' games on the same samples (`interact.extract_shared_and_or`) against one
+  extraction per model, as the fraction of each model's salient interactions that are salient in all.
+
+The training split of each seed is written once as shards (`jaxzoo.data.write_array_shards`, into
+<out>/data_seed<k>) and read by a grain loader (`interact.train` on a `ShardedArrays`), whose state is
+checkpointed with the run; the logged records carry examples/s and FLOP/s (`interact.flops_per_example`).
 
 Command (the CPU defaults take about 8 minutes on 2 cores for the three seeds; --seeds 0 for one; scale up
 with --steps, --samples-per-class, --hidden, --players 9/10, and split the 2^n subsets over devices with
@@ -26,7 +33,7 @@ jaccard.png (Jaccard vs order at several checkpoints), spindle.png (order distri
 vs the binomial and i.i.d.-values references, and the noisy-triggering theory), and run_seed<k>/ (the
 training work directories: config.json, metrics.jsonl, checkpoints; `jaxzoo.rebuild` reads them back).
 
-What to expect (numbers in results.json; default run: seeds 0, 1, 2, about 8 minutes on 2 busy cores): the
+What to expect (numbers in results.json; default run: seeds 0, 1, 2, about 8 minutes on 2 quiet cores): the
 MLP overfits its small training split (train accuracy 1, the test - train loss gap grows through training).
 The salient AND-OR interactions (tau = 0.05 max over the non-empty S) show the paper's two phases on every
 seed: at initialisation their mean order sits in the middle (a spindle), it falls within the first few tens
@@ -36,6 +43,9 @@ way, much less. The old threshold, with the empty set inside max |I|, hides phas
 starts at 1: the baseline output set the threshold). At initialisation the order distribution is close to
 the binomial C(n, k) of independent interactions and far from C(n, k) 2^{k/2} of independent game values
 (total-variation distances in results.json, "init_fit"). Jaccard(train, test) falls with the order.
+Extracted jointly (`extract_shared_and_or`), about half of each final model's salient interactions are
+salient in all three seeds' models, against about a third when each model is extracted alone
+(results.json, "shared_interactions").
 """
 
 from __future__ import annotations
@@ -49,6 +59,7 @@ from sklearn.datasets import load_digits
 from tqdm.auto import tqdm
 
 import interact
+import jaxzoo.data
 from jaxzoo import script
 
 matplotlib.use("Agg")
@@ -76,7 +87,7 @@ def parse_args():
         help="training seeds (data split, init, batches); the summary gives mean and spread",
     )
     smoke = {"steps": 30, "checkpoints": 3, "train_size": 64, "batch_size": 16, "hidden": [32, 32],
-             "samples_per_class": 1, "extract_steps": 50, "seeds": [0]}  # fmt: skip
+             "samples_per_class": 1, "extract_steps": 50, "seeds": [0, 1]}  # fmt: skip
     return script.parse(p, smoke=smoke)
 
 
@@ -100,8 +111,10 @@ def mean_order(strength: np.ndarray) -> float:
     return float((k * strength).sum() / max(strength.sum(), 1e-12))
 
 
-def run_seed(args, run, seed: int) -> list[dict]:
-    """Train one MLP (seed: split, init, batches) and explain it at every checkpoint -> one record each."""
+def run_seed(args, run, seed: int) -> tuple[list[dict], object, interact.RunConfig]:
+    """Train one MLP (seed: split, init, batches) and explain it at every checkpoint -> (one record per
+    checkpoint, the final parameters, the run config). The training split goes through `jaxzoo.data`: written
+    once as shards into the out folder and read by a grain loader (its state is checkpointed with the run)."""
     workdir = run.out / f"run_seed{seed}"
     if workdir.exists():
         shutil.rmtree(
@@ -114,6 +127,10 @@ def run_seed(args, run, seed: int) -> list[dict]:
     perm = np.random.default_rng(seed).permutation(len(x_all))
     tr, te = perm[: args.train_size], perm[args.train_size :]
     x_tr, y_tr, x_te, y_te = x_all[tr], y_all[tr], x_all[te], y_all[te]
+    shards = run.out / f"data_seed{seed}"
+    if shards.exists():
+        shutil.rmtree(shards)
+    train_source = jaxzoo.data.write_array_shards(shards, [{"x": x_tr, "y": y_tr}])  # once per seed
 
     run_cfg = interact.RunConfig(
         model=interact.MLPConfig(num_features=64, hidden=tuple(args.hidden), num_classes=10),
@@ -142,7 +159,7 @@ def run_seed(args, run, seed: int) -> list[dict]:
     records = []
     for s in tqdm(stops, desc=f"seed {seed}: train, then explain, at each checkpoint"):
         state, _ = interact.train(
-            run_cfg, (x_tr, y_tr), mesh=run.mesh, workdir=workdir, stop_at=s, keep=len(stops) + 1,
+            run_cfg, train_source, mesh=run.mesh, workdir=workdir, stop_at=s, keep=len(stops) + 1,
             progress=False,
         )  # fmt: skip
         train_m = interact.evaluate(run_cfg, state.params, (x_tr, y_tr))
@@ -178,7 +195,58 @@ def run_seed(args, run, seed: int) -> list[dict]:
             "mean_order_all": mean_order(raw_strength), "jaccard_by_order": jac.tolist(),
             "harsanyi_strength_by_order": raw_strength.tolist(), "l1_and_or": float(np.mean(res.loss)),
         })  # fmt: skip
-    return records
+    return records, state.params, run_cfg
+
+
+def salient_sets(i_and, i_or) -> np.ndarray:
+    """Bool [..., 2, 2^n]: the salient AND and OR interactions (tau = 0.05 max over the non-empty S)."""
+    m_and, m_or = interact.salient_mask(i_and, i_or)
+    both = np.stack([np.asarray(m_and), np.asarray(m_or)], axis=-2)
+    both[..., 0] = False  # the empty set is the baseline output, not an interaction
+    return both
+
+
+def shared_fraction(masks: np.ndarray) -> dict:
+    """masks [M, samples, 2, 2^n] of M models: the share of each model's salient interactions that are
+    salient in every model (mean over models and samples), and the shared count per sample."""
+    shared = masks.all(axis=0)  # [samples, 2, 2^n]
+    own = masks.sum(axis=(-2, -1)).astype(np.float64)  # [M, samples]
+    count = shared.sum(axis=(-2, -1)).astype(np.float64)  # [samples]
+    return {"fraction": float(np.mean(count[None] / np.maximum(own, 1))),
+            "shared_per_sample": float(count.mean()), "salient_per_model_sample": float(own.mean())}  # fmt: skip
+
+
+def shared_interactions(args, run, finals) -> dict:
+    """The interactions the seeds' final models share (Chen et al., ICLR'24) on the same samples: AND-OR
+    extracted jointly over the models (`extract_shared_and_or`) against one extraction per model."""
+    digits = load_digits()
+    x_all = (digits.data / 16.0).astype(np.float32)
+    y_all = digits.target.astype(np.int32)
+    pick = np.concatenate([np.nonzero(y_all == c)[0][: args.samples_per_class] for c in range(10)])
+    xs, ys = x_all[pick], y_all[pick]  # the same samples for every model (in some seeds' training splits)
+    players = image_players(args.players)
+    baseline = np.zeros(64, np.float32)
+    v = []
+    for params, run_cfg in finals:
+        model = interact.MLP(config=run_cfg.model)
+
+        def v_fn(x_s, p, y, model=model):
+            return interact.log_odds(model.apply({"params": p}, x_s), y)
+
+        v.append(jnp.stack([
+            interact.evaluate_subsets(v_fn, xs[i], baseline, players, batch_size=256, mesh=run.mesh,
+                                      fn_args=(params, ys[i]))
+            for i in range(len(xs))
+        ]))  # fmt: skip
+    v = jnp.stack(v)  # [M, samples, 2^n]
+    joint = interact.extract_shared_and_or(
+        v, q_bound=args.q_bound, steps=args.extract_steps, lr=args.extract_lr
+    )
+    alone = interact.extract_and_or(v, q_bound=args.q_bound, steps=args.extract_steps, lr=args.extract_lr)
+    out = {"models": len(finals), "samples": len(xs),
+           "joint": shared_fraction(salient_sets(joint.i_and, joint.i_or)),
+           "separate": shared_fraction(salient_sets(alone.i_and, alone.i_or))}  # fmt: skip
+    return out
 
 
 def phases(records: list[dict], key: str) -> dict:
@@ -205,7 +273,10 @@ def main():
     args = parse_args()
     run = script.setup(args)  # --cpu-devices, --mesh, --out
     n = args.players
-    per_seed = {seed: run_seed(args, run, seed) for seed in args.seeds}
+    finished = {seed: run_seed(args, run, seed) for seed in args.seeds}
+    per_seed = {seed: recs for seed, (recs, _, _) in finished.items()}
+    shared = (shared_interactions(args, run, [(p, c) for _, p, c in finished.values()])
+              if len(finished) > 1 else {"models": 1, "note": "one seed: nothing to share"})  # fmt: skip
 
     def stats(values):
         values = np.asarray(values, np.float64)
@@ -253,6 +324,7 @@ def main():
         "spindle_iid_values": spindle_values.round(4).tolist(),
         "spindle_binomial": spindle_binom.round(4).tolist(),
         "init_fit": fits,
+        "shared_interactions": shared,
     }  # fmt: skip
 
     # Plots: salient mean order and loss gap across seeds; per-order strengths of the first seed; Jaccard.
@@ -328,6 +400,15 @@ def main():
         f"init order distribution {init_mean.round(3)}; closer to the {fits['closer']} reference "
         f"(TV {fits['tv_to_binomial']['mean']:.3f} binomial, {fits['tv_to_iid_values']['mean']:.3f} i.i.d. values)"
     )
+    if "joint" in shared:
+        script.print_table(
+            [{"extraction": kind, "shared fraction": shared[kind]["fraction"],
+              "shared / sample": shared[kind]["shared_per_sample"],
+              "salient / model, sample": shared[kind]["salient_per_model_sample"]}
+             for kind in ("joint", "separate")],
+            title=f"salient interactions shared by the {shared['models']} seeds' final models "
+            f"({shared['samples']} samples)",
+        )  # fmt: skip
     run.save(
         {"summary": summary, "checkpoints": {str(s): recs for s, recs in per_seed.items()}},
         figures={"two_phase": fig_phase, "jaccard": fig_jaccard, "spindle": fig_spindle},

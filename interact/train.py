@@ -4,6 +4,8 @@ One run config (``RunConfig``: model, optimizer, steps, batch size, seed) and th
 
     run_cfg = interact.RunConfig(model=interact.MLPConfig.digits(), steps=3000)
     state, history = interact.train(run_cfg, (x, y), workdir="runs/digits")   # resumes from the workdir
+    source = jaxzoo.data.write_array_shards("data/digits", [{"x": x, "y": y}])  # or: a shard folder once
+    state, history = interact.train(run_cfg, source, workdir="runs/digits")   # grain loader, resumable
     interact.evaluate(run_cfg, state.params, x_test, y_test)                   # {"loss", "accuracy"}
     run = jaxzoo.rebuild("runs/digits")                                          # config, model, state
 
@@ -27,9 +29,10 @@ import optax
 from jax.sharding import Mesh
 
 import jaxzoo
+import jaxzoo.data
 from interact.model import MLP, MLPConfig
 
-Data = tuple[Any, Any] | Mapping[str, Any]
+Data = tuple[Any, Any] | Mapping[str, Any] | jaxzoo.data.ShardedArrays
 ADAM = jaxzoo.OptimizerConfig(algorithm="adam", learning_rate=1e-3, warmup_steps=0)
 
 
@@ -68,6 +71,20 @@ class RunConfig(jaxzoo.Config):
 def make_optimizer(run_cfg: RunConfig) -> optax.GradientTransformation:
     """``run_cfg.optimizer`` over ``run_cfg.steps`` (``jaxzoo.make_optimizer``)."""
     return jaxzoo.make_optimizer(run_cfg.optimizer, run_cfg.steps)
+
+
+def flops_per_example(config: RunConfig | MLPConfig) -> float:
+    """Training FLOPs per example of the MLP: 3 x the forward's matmul FLOPs (forward + backward, whose two
+    matmuls per layer cost twice the forward's), a multiply-add counted as 2, so 6 sum_l d_in d_out over the
+    dense layers (hidden and head). Biases, ReLUs, the softmax cross-entropy and the optimizer update are
+    not counted (O(width) per example against O(width^2))."""
+    cfg = config.model if isinstance(config, RunConfig) else config
+    if not isinstance(cfg, MLPConfig):
+        raise ValueError(
+            f"flops_per_example expects a RunConfig or an MLPConfig; got {type(config).__name__}."
+        )
+    widths = (cfg.num_features, *cfg.hidden, cfg.num_classes)
+    return 3.0 * sum(2.0 * a * b for a, b in zip(widths[:-1], widths[1:], strict=False))
 
 
 def init_state(
@@ -139,6 +156,22 @@ def batch_fn(run_cfg: RunConfig, data: Data) -> Callable[[int], dict[str, np.nda
     return batch
 
 
+def _loader_batches(run_cfg: RunConfig, source: jaxzoo.data.ShardedArrays):
+    """An iterator over a grain loader (``jaxzoo.data.make_loader``) of a shard folder with fields x, y:
+    shuffled per epoch from the run's seed; ``jaxzoo.fit`` saves and restores its state with checkpoints."""
+    fields = getattr(source, "fields", {})
+    if set(fields) != {"x", "y"} or fields["x"][1] != (run_cfg.model.num_features,) or fields["y"][1] != ():
+        got = {k: v[1] for k, v in fields.items()}
+        raise ValueError(
+            f"a shard folder for the MLP needs fields x [{run_cfg.model.num_features}] and y [] (one row per "
+            f"example); got row shapes {got}."
+        )
+    if len(source) < run_cfg.batch_size:
+        raise ValueError(f"batch_size {run_cfg.batch_size} exceeds the {len(source)} training examples.")
+    loader = jaxzoo.data.make_loader(source, batch_size=run_cfg.batch_size, seed=run_cfg.seed)
+    return iter(loader)
+
+
 def train(
     run_cfg: RunConfig,
     data: Data,
@@ -155,7 +188,13 @@ def train(
     allow_config_change: bool = False,
     progress: bool = True,
 ) -> tuple[jaxzoo.TrainState, list[dict]]:
-    """Train the MLP on ``data`` (``(x [N, F], y [N])`` or ``{"x", "y"}``) -> ``(state, history)``.
+    """Train the MLP on ``data`` -> ``(state, history)``.
+
+    ``data``: arrays ``(x [N, F], y [N])`` or ``{"x", "y"}`` (``batch_fn``: each step's batch drawn from
+    (seed, step)), or a ``jaxzoo.data.ShardedArrays`` shard folder with fields x and y (a grain loader,
+    ``make_loader(source, batch_size, seed)``, shuffled per epoch; its state is checkpointed, so a resumed
+    run reads the batches an uninterrupted one would). Logged records carry examples/s and FLOP/s
+    (``flops_per_example``).
 
     With ``workdir`` the run saves ``config.json``, metrics and checkpoints there and resumes from its latest
     checkpoint (a different ``run_cfg`` raises ``ValueError``). ``stop_at`` ends this call at that step
@@ -169,11 +208,14 @@ def train(
     end = run_cfg.steps if stop_at is None else stop_at
     if not 0 <= end <= run_cfg.steps:
         raise ValueError(f"stop_at must lie in [0, steps={run_cfg.steps}]; got {stop_at}.")
+    batches = (_loader_batches(run_cfg, data) if isinstance(data, jaxzoo.data.ShardedArrays)
+               else batch_fn(run_cfg, data))  # fmt: skip
     return jaxzoo.fit(
-        plan.state, step, batch_fn(run_cfg, data), num_steps=end, rng=jax.random.key(run_cfg.seed),
+        plan.state, step, batches, num_steps=end, rng=jax.random.key(run_cfg.seed),
         workdir=workdir, config=run_cfg, allow_config_change=allow_config_change, log_every=log_every,
         eval_fn=eval_fn, eval_every=eval_every, checkpoint_every=checkpoint_every, keep=keep,
-        desc="interact MLP", progress=progress,
+        desc="interact MLP", progress=progress, examples_per_step=run_cfg.batch_size,
+        flops_per_step=run_cfg.batch_size * flops_per_example(run_cfg),
     )  # fmt: skip
 
 

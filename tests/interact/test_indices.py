@@ -121,7 +121,12 @@ class Exact:
             return self.stii(order)
         if index in ("FSII", "FBII"):
             return self.fii(index, order)
-        return self.base_interaction(index, order)
+        out = self.base_interaction(index, order)
+        # shapiq 1.4's InteractionValues (interaction_values._update_interactions_for_index): the baseline
+        # v(empty) replaces the empty value of every index but SII, BII, FBII and BV; SII of order 1 is "SV".
+        if index == "Co-Moebius" or (index == "SII" and order == 1):
+            out[()] = self.game(())
+        return out
 
 
 def as_dict(values, n, order):
@@ -152,7 +157,7 @@ def close(ours: dict, ref: dict, atol):
 
 
 CASES = [("k-SII", 2), ("k-SII", 3), ("STII", 2), ("STII", 3), ("FBII", 2), ("FBII", 3), ("FSII", 2),
-         ("Co-Moebius", 2), ("Co-Moebius", 6), ("SII", 2), ("BII", 3)]  # fmt: skip
+         ("Co-Moebius", 2), ("Co-Moebius", 6), ("SII", 1), ("SII", 2), ("BII", 1), ("BII", 3)]  # fmt: skip
 
 
 @pytest.mark.parametrize("index,order", CASES)
@@ -178,8 +183,8 @@ def brute_force(v, n, index, order):
     out = {}
     for s in powerset(range(n), max_size=order):
         rest = set(range(n)) - set(s)
-        if index == "Co-Moebius":  # Delta_S v(N minus S)
-            out[s] = deriv(s, tuple(rest))
+        if index == "Co-Moebius":  # Delta_S v(N minus S); the empty slot holds v(empty) (shapiq's baseline)
+            out[s] = deriv(s, tuple(rest)) if s else v[0]
         elif index == "STII":
             if len(s) < order:
                 out[s] = deriv(s, ())
@@ -234,23 +239,41 @@ def test_indices_match_shapiq_transcription_at_12_players(n):
             close(ours, Exact(v, n)(index, order), 1e-9)
 
 
+def shapiq_errors(shapiq, v, n, cases):
+    """Max |ours - shapiq| per (index, order) of shapiq's ExactComputer on the game v [2^n] (float64)."""
+    computer = shapiq.ExactComputer(lambda c: v[(c.astype(np.int64) << np.arange(n)).sum(axis=1)],
+                                    n_players=n, evaluate_game=True)  # fmt: skip
+    errors = {}
+    with jax.enable_x64(True):
+        m = it.harsanyi(v)
+        for index, order in cases:
+            res = computer(index, order)
+            ours = np.asarray(it.interaction_index(m, index, order))
+            # shapiq's Moebius ignores the order (it returns every coalition): compare up to the order
+            pairs = [(c, pos) for c, pos in res.interaction_lookup.items() if len(c) <= order]
+            assert len(pairs) == sum(math.comb(n, j) for j in range(order + 1)), (index, order)
+            errors[index, order] = max(abs(ours[bits(c)] - res.values[pos]) for c, pos in pairs)
+    return errors
+
+
 def test_against_shapiq_where_installed():
     shapiq = pytest.importorskip("shapiq")
     n = 6
     v = np.random.default_rng(0).normal(size=2**n)
+    for (index, order), err in shapiq_errors(shapiq, v, n, [*CASES, ("Moebius", 2), ("Moebius", 6)]).items():
+        # FSII: shapiq fits it with a 1e7 penalty instead of the constraints (see interact.indices)
+        assert err <= (1e-6 if index == "FSII" else 1e-9), (index, order, err)
 
-    def game(coalitions):
-        return v[(coalitions.astype(np.int64) << np.arange(n)).sum(axis=1)]
 
-    computer = shapiq.ExactComputer(game, n_players=n, evaluate_game=True)
-    with jax.enable_x64(True):
-        m = it.harsanyi(v)
-        for index, order in CASES:
-            res = computer(index, order)
-            ours = np.asarray(it.interaction_index(m, index, order))
-            for coalition, pos in res.interaction_lookup.items():
-                tol = 1e-6 if index == "FSII" else 1e-9
-                assert abs(ours[bits(coalition)] - res.values[pos]) <= tol, (index, order, coalition)
+@pytest.mark.slow
+def test_against_shapiq_at_12_players_where_installed():
+    """The claim at n = 12 (order 2; shapiq's Python loops take ~1 min for the five indices)."""
+    shapiq = pytest.importorskip("shapiq")
+    n = 12
+    v = np.random.default_rng(12).normal(size=2**n)
+    cases = [("k-SII", 2), ("STII", 2), ("FSII", 2), ("FBII", 2), ("Co-Moebius", 2)]
+    for (index, order), err in shapiq_errors(shapiq, v, n, cases).items():
+        assert err <= (1e-6 if index == "FSII" else 1e-9), (index, order, err)
 
 
 def test_order_cap_matches_dense_on_a_game_of_bounded_order():
@@ -310,3 +333,15 @@ def test_error_index_and_order():
         it.harsanyi_low_order(np.zeros(5), 3, 1)
     with pytest.raises(ValueError, match="must not exceed max_order"):
         it.interaction_index_low_order(np.zeros(7), 3, 2, "k-SII", 3)
+
+
+def test_index_compiles_once_per_index_order_and_shape():
+    from interact.indices import _index_impl
+
+    v = np.random.default_rng(8).normal(size=(3, 2**7)).astype(np.float32)
+    m = it.harsanyi(v)
+    it.interaction_index(m, "FBII", 2)
+    before = _index_impl._cache_size()
+    for _ in range(3):
+        it.interaction_index(m + 1.0, "FBII", 2)
+    assert _index_impl._cache_size() == before
