@@ -42,6 +42,8 @@ from colbert.bert import (
     BertModel,
     ColBERT,
     ColBERTConfig,
+    backbone_from_hf,
+    backbone_module,
     colbert_project,
     gelu,
     l2_normalize,
@@ -54,6 +56,12 @@ from colbert.losses import (
     inbatch_negative_cross_entropy,
     kl_distillation,
     nway_cross_entropy,
+)
+from colbert.modernbert import (
+    ModernBertConfig,
+    ModernBertEmbeddings,
+    ModernBertLayer,
+    ModernBertModel,
 )
 from colbert.tokenize import ColBERTTokenizer
 from colbert.train import (
@@ -93,4 +101,29 @@ __all__ += [
     "init_state",
     "train",
     "RunConfig",
+]
+
+# Streaming indexing (issue 14: passages through the encoder into an Index in bounded memory) and cost
+# accounting (training FLOPs per example).
+from colbert.flops import flops_per_example  # noqa: E402
+from colbert.index import index_num_centroids, search_defaults  # noqa: E402
+from colbert.stream import encode_passages, index_passages, tokenize_to_shards  # noqa: E402
+
+__all__ += [
+    "flops_per_example",
+    "encode_passages",
+    "index_passages",
+    "tokenize_to_shards",
+    "search_defaults",
+    "index_num_centroids",
+]
+
+# Backbones beyond BERT (issue 19): ModernBERT (PyLate's GTE-ModernColBERT), chosen by config.json model_type.
+__all__ += [
+    "backbone_from_hf",
+    "backbone_module",
+    "ModernBertConfig",
+    "ModernBertEmbeddings",
+    "ModernBertLayer",
+    "ModernBertModel",
 ]

@@ -8,7 +8,9 @@ projects it with a bias-free linear layer to `dim` (128) and L2-normalises it. T
   (`tiny()`, `minilm()`, `bert_base()`; `ColBERTConfig.colbertv2()`),
 - pure array functions (`gelu`, `l2_normalize`, `colbert_project`): the maths, tested against numpy;
   LayerNorm and attention are jaxzoo's (`jaxzoo.layer_norm`, `jaxzoo.dot_product_attention`),
-- Linen modules `BertModel` (embeddings + post-LayerNorm layers) and `ColBERT` (BertModel + head).
+- Linen modules `BertModel` (embeddings + post-LayerNorm layers) and `ColBERT` (backbone + head),
+- the backbone dispatch: `backbone_from_hf` (config.json `model_type` -> `BertConfig` or, for "modernbert",
+  `colbert.modernbert.ModernBertConfig`) and `backbone_module` (-> `BertModel` / `ModernBertModel`).
 
 Parameter tree of `BertModel` (what `colbert.encoder` converts Hugging Face weights into)::
 
@@ -36,6 +38,9 @@ import jax
 import jax.numpy as jnp
 
 import jaxzoo
+from colbert.modernbert import MODEL_TYPE as MODERNBERT
+from colbert.modernbert import ModernBertConfig, ModernBertModel
+from colbert.modernbert import sharding_examples as modernbert_examples
 from jaxzoo.nn import DenseGeneral, LayerNorm, dot_product_attention
 
 _ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
@@ -203,7 +208,7 @@ class ColBERTConfig(jaxzoo.Config):
     all-MiniLM-L6-v2 (`colbertv2()` has ColBERTv2's bert-base).
     """
 
-    bert: BertConfig = BertConfig()  # the backbone
+    bert: BertConfig | ModernBertConfig = BertConfig()  # the backbone: a BERT/(XLM-)RoBERTa or a ModernBERT
     dim: int = 128  # output dimension of the ColBERT projection
     query_maxlen: int = 32  # queries are padded (with [MASK]) or truncated to exactly this many tokens
     doc_maxlen: int = 180  # documents are truncated to at most this many tokens
@@ -215,8 +220,11 @@ class ColBERTConfig(jaxzoo.Config):
     doc_token: str = "[unused1]"  # the [D] marker inserted after [CLS] in documents
 
     def __post_init__(self):
-        if not isinstance(self.bert, BertConfig):
-            raise ValueError(f"ColBERTConfig.bert must be a BertConfig, got {type(self.bert).__name__}.")
+        if not isinstance(self.bert, BertConfig | ModernBertConfig):
+            raise ValueError(
+                "ColBERTConfig.bert must be a BertConfig or a ModernBertConfig, got "
+                f"{type(self.bert).__name__}."
+            )
         if self.dim < 1:
             raise ValueError(f"ColBERTConfig.dim must be positive, got {self.dim}.")
         for name, marker in (("query_maxlen", self.query_token), ("doc_maxlen", self.doc_token)):
@@ -403,10 +411,32 @@ class BertModel(nn.Module):
         return h
 
 
-class ColBERT(nn.Module):
-    """BERT + ColBERT head. (ids [B, L], mask [B, L]) -> L2-normalised token vectors [B, L, dim].
+# Backbone configs by transformers' config.json `model_type`.
+BACKBONES = {**{t: BertConfig for t in MODEL_TYPES}, MODERNBERT: ModernBertConfig}
 
-    Parameters: {"bert": BertModel params, "linear": {"kernel": [E, dim]}} (logical names
+
+def backbone_from_hf(hf: dict[str, Any]) -> BertConfig | ModernBertConfig:
+    """The backbone config of a Hugging Face config.json dict, chosen by its `model_type` (default "bert")."""
+    model_type = hf.get("model_type", "bert")
+    if model_type not in BACKBONES:
+        raise ValueError(
+            f"config.json field 'model_type' is {model_type!r}; supported backbones are {sorted(BACKBONES)}."
+        )
+    return BACKBONES[model_type].from_hf(hf)
+
+
+def backbone_module(config: BertConfig | ModernBertConfig) -> nn.Module:
+    """`ModernBertModel` for a ModernBertConfig, else `BertModel`; (ids, mask, types) -> [B, L, E]."""
+    if isinstance(config, ModernBertConfig):
+        return ModernBertModel(config)
+    return BertModel(config)
+
+
+class ColBERT(nn.Module):
+    """Backbone + ColBERT head. (ids [B, L], mask [B, L]) -> L2-normalised token vectors [B, L, dim].
+
+    The backbone is `backbone_module(config.bert)`: a `BertModel`, or a `ModernBertModel` for a
+    ModernBertConfig. Parameters: {"bert": backbone params, "linear": {"kernel": [E, dim]}} (logical names
     ("embed", "out")). The head runs in `precision.dtype_for("logits")` (float32 by default).
     Masking of the output (punctuation, padding) is the caller's job: it goes into MaxSim as d_mask.
     """
@@ -415,7 +445,7 @@ class ColBERT(nn.Module):
 
     def setup(self):
         prec = self.config.bert.precision
-        self.bert = BertModel(self.config.bert)
+        self.bert = backbone_module(self.config.bert)
         self.linear = _dense(
             self.config.dim, ("embed", "out"), None, prec, use_bias=False, dtype=prec.dtype_for("logits")
         )
@@ -443,4 +473,6 @@ def sharding_examples() -> list[tuple[str, nn.Module, tuple]]:
         ("BertLayer", BertLayer(b), (jnp.zeros((4, 6, e), jnp.float32), mask)),
         ("BertModel", BertModel(b), (ids, mask)),
         ("ColBERT", ColBERT(cfg), (ids, mask)),
+        ("ColBERT[modernbert]", ColBERT(cfg.replace(bert=ModernBertConfig.tiny())), (ids, mask)),
+        *modernbert_examples(),
     ]

@@ -1,14 +1,15 @@
 """Load and save Hugging Face BERT/ColBERT folders, and `Encoder`: tokenise + encode text in batches.
 
-`Encoder.from_pretrained` reads three layouts (backbones: BERT, RoBERTa, XLM-RoBERTa):
+`Encoder.from_pretrained` reads three layouts (backbones, chosen by config.json's `model_type`: BERT,
+RoBERTa, XLM-RoBERTa, and ModernBERT (`colbert.modernbert`, e.g. lightonai/GTE-ModernColBERT-v1)):
 
 - **Stanford ColBERT** (`HF_ColBERT`): config.json, model.safetensors or pytorch_model.bin with the backbone
-  keys prefixed "bert." (or "roberta.") and the head `linear.weight` [dim, hidden], and `artifact.metadata`,
-  ColBERT's config as JSON (stanford-futuredata/ColBERT `infra/config/settings.py`, `base_config.py`). The
-  markers are stored as vocabulary tokens, `query_token_id: "[unused0]"`, `doc_token_id: "[unused1]"`, with
-  `query_token: "[Q]"` / `doc_token: "[D]"` only their display names; we read `*_token_id` (an integer there,
-  as older jaxzoo folders wrote, is looked up in the vocabulary) and `query_maxlen`, `doc_maxlen`, `dim`,
-  `mask_punctuation`, `attend_to_mask_tokens`.
+  keys prefixed "bert." (or "roberta.", "model." for ModernBERT) and the head `linear.weight` [dim, hidden],
+  and `artifact.metadata`, ColBERT's config as JSON (stanford-futuredata/ColBERT `infra/config/settings.py`,
+  `base_config.py`). The markers are stored as vocabulary tokens, `query_token_id: "[unused0]"`,
+  `doc_token_id: "[unused1]"`, with `query_token: "[Q]"` / `doc_token: "[D]"` only their display names; we
+  read `*_token_id` (an integer there, as older jaxzoo folders wrote, is looked up in the vocabulary) and
+  `query_maxlen`, `doc_maxlen`, `dim`, `mask_punctuation`, `attend_to_mask_tokens`.
 - **PyLate** (sentence-transformers): modules.json naming a Transformer module (the backbone folder) and
   Dense modules (`1_Dense/config.json` + weights `linear.weight` [out, in], optional `residual.weight`),
   chained into one head; `config_sentence_transformers.json` gives `query_prefix` / `document_prefix` (the
@@ -17,10 +18,10 @@
   `models/colbert.py`, `models/Dense.py`).
 - a plain backbone (all-MiniLM-L6-v2): no head, so a freshly initialised one, with a warning.
 
-We save in the Stanford ColBERT layout ("bert.*" + "linear.weight" in model.safetensors, config.json with
-architectures ["HF_ColBERT"], artifact.metadata as ColBERT writes it, tokenizer files), which transformers
-(prefix stripped), ColBERT (`Checkpoint`), PyLate (`Dense.from_stanford_weights` + the metadata) and this
-loader read.
+We save in the Stanford ColBERT layout (backbone keys "bert.*", "roberta.*" or "model.*" + "linear.weight"
+in model.safetensors, config.json with architectures ["HF_ColBERT"], artifact.metadata as ColBERT writes it,
+tokenizer files), which transformers (prefix stripped), ColBERT (`Checkpoint`), PyLate
+(`Dense.from_stanford_weights` + the metadata) and this loader read.
 """
 
 from __future__ import annotations
@@ -38,18 +39,29 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from colbert.bert import BertConfig, BertModel, ColBERTConfig, colbert_project
+from colbert import modernbert
+from colbert.bert import BertConfig, ColBERTConfig, backbone_from_hf, backbone_module, colbert_project
 from colbert.tokenize import ColBERTTokenizer, load_tokenizer
 
 # Prefixes of the backbone keys in Stanford `HF_ColBERT` checkpoints (the backbone's base_model_prefix).
-_PREFIXES = {"bert": "bert.", "roberta": "roberta.", "xlm-roberta": "roberta."}
+_PREFIXES = {
+    "bert": "bert.",
+    "roberta": "roberta.",
+    "xlm-roberta": "roberta.",
+    "modernbert": modernbert.PREFIX,
+}
 
 # ----------------------------------------------------------------------------------------------------
 # Weight conversion: Hugging Face state dict <-> our parameter tree.
 
 
-def hf_to_params(state: dict[str, np.ndarray], config: BertConfig) -> dict:
-    """Hugging Face `BertModel` weights (keys with or without "bert.") -> `BertModel` params (numpy f32)."""
+def hf_to_params(state: dict[str, np.ndarray], config: BertConfig | modernbert.ModernBertConfig) -> dict:
+    """Hugging Face `BertModel` weights (keys with or without "bert.") -> `BertModel` params (numpy f32).
+
+    With a `ModernBertConfig`: `colbert.modernbert.hf_to_params` (ModernBERT keys, with or without "model.").
+    """
+    if isinstance(config, modernbert.ModernBertConfig):
+        return modernbert.hf_to_params(state, config)
     for prefix in ("bert.", "roberta."):
         if any(k.startswith(prefix) for k in state):
             state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
@@ -109,8 +121,15 @@ def hf_to_params(state: dict[str, np.ndarray], config: BertConfig) -> dict:
     return params
 
 
-def params_to_hf(params: dict, config: BertConfig, prefix: str = "") -> dict[str, np.ndarray]:
-    """`BertModel` params -> Hugging Face `BertModel` state dict (numpy f32, contiguous), keys `prefix`+..."""
+def params_to_hf(
+    params: dict, config: BertConfig | modernbert.ModernBertConfig, prefix: str = ""
+) -> dict[str, np.ndarray]:
+    """`BertModel` params -> Hugging Face `BertModel` state dict (numpy f32, contiguous), keys `prefix`+...
+
+    With a `ModernBertConfig`: `colbert.modernbert.params_to_hf` (transformers' ModernBertModel keys).
+    """
+    if isinstance(config, modernbert.ModernBertConfig):
+        return modernbert.params_to_hf(params, config, prefix)
     e = config.hidden_size
     a = lambda x: np.ascontiguousarray(np.asarray(x, dtype=np.float32))
     emb = params["embed"]
@@ -301,11 +320,12 @@ def _buckets(maxlen: int, step: int = 32) -> tuple[int, ...]:
 
 
 class Encoder:
-    """A ColBERT encoder: tokenizer + Linen BERT + head, with batched, jitted encoding.
+    """A ColBERT encoder: tokenizer + Linen backbone (BERT or ModernBERT) + head, batched, jitted encoding.
 
     Attributes:
       config: `ColBERTConfig`.
-      module: the Linen `BertModel`; `params` its parameters. `module.apply({"params": params}, ids, mask,
+      module: the Linen `BertModel` (`ModernBertModel` for a ModernBERT backbone); `params` its parameters.
+        `module.apply({"params": params}, ids, mask,
         mutable=["intermediates"])` returns (hidden [B, L, E], {"intermediates": {"embeddings": ...,
         "layer_{i}": {"resid_post": ...}}}).
       linear: the ColBERT head kernel [E, dim].
@@ -323,7 +343,7 @@ class Encoder:
                 f"got {tuple(np.shape(linear))}."
             )
         self.config = config
-        self.module = BertModel(config.bert)
+        self.module = backbone_module(config.bert)
         self.colbert = ColBERT(config)
         self.params = jax.tree.map(jnp.asarray, params)
         self.linear = jnp.asarray(linear)
@@ -362,7 +382,7 @@ class Encoder:
         if not (backbone / "config.json").exists():
             raise ValueError(f"{backbone} is not a Hugging Face model folder: it has no config.json.")
         hf = _read_json(backbone / "config.json")
-        bert_cfg = BertConfig.from_hf(hf)
+        bert_cfg = backbone_from_hf(hf)
         state = _read_state_dict(backbone)
         raw_tokenizer = load_tokenizer(backbone if (backbone / "tokenizer.json").exists() else path)
         meta_dim = None

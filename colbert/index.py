@@ -12,9 +12,15 @@ Search, for each query (ColBERT `search/candidate_generation.py`, `filter_pids.c
      approx(d) = sum_i max over the document's kept codes of S[i, code]; keep the top ndocs.
   3. The same without pruning over those; keep the top ndocs / 4 (at least k).
   4. Decompress those documents and rank them by exact MaxSim; return the top k.
-Defaults by k (ColBERT `searcher.py`): k <= 10 -> (ncells 1, threshold 0.5, ndocs 256); k <= 100 ->
-(2, 0.45, 1024); otherwise (4, 0.4, max(4k, 4096)).
+PLAID's defaults by k (ColBERT `searcher.py`, `plaid_defaults`): k <= 10 -> (ncells 1, threshold 0.5,
+ndocs 256); k <= 100 -> (2, 0.45, 1024); otherwise (4, 0.4, max(4k, 4096)). `search` uses
+`search_defaults`: (4, 0.4, 2048) for k <= 100 (more recall on real text, see there).
 Steps 1 and 2-4 are jitted; the ragged IVF union (step 1's lookup) is numpy on the host.
+
+Updating: `add` appends documents, `delete` removes them (their vectors and IVF entries go; ids of the
+others stay, a deleted id keeps doclen 0), `search(..., allowed_ids=...)` searches a subset of ids,
+`build_streaming` builds from an iterator of document batches in bounded memory, and
+`Index.load(path, mmap=True)` memory-maps the arrays (one .npy file per array).
 """
 
 from __future__ import annotations
@@ -32,9 +38,9 @@ from tqdm.auto import tqdm
 from colbert.codec import ResidualCodec, check_nbits, decompress_arrays, default_num_centroids
 from colbert.maxsim import map_chunks, pad_documents, reduce_maxsim
 
-__all__ = ["Index", "plaid_defaults", "FORMAT_VERSION"]
+__all__ = ["Index", "plaid_defaults", "search_defaults", "index_num_centroids", "FORMAT_VERSION"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: one arrays.npz; 2: one .npy per array (memory-mappable)
 
 
 def plaid_defaults(k: int) -> tuple[int, float, int]:
@@ -44,6 +50,22 @@ def plaid_defaults(k: int) -> tuple[int, float, int]:
     if k <= 100:
         return 2, 0.45, 1024
     return 4, 0.4, max(4 * k, 4096)
+
+
+def search_defaults(k: int) -> tuple[int, float, int]:
+    """(ncells, centroid_score_threshold, ndocs) that `Index.search` uses: (4, 0.4, 2048) for k <= 100,
+    PLAID's (4, 0.4, max(4k, 4096)) above. Tuned on 524k MiniLM vectors of the Python docs
+    (benchmarks/colbert_maxsim.py): PLAID's k <= 10 setting (1, 0.5, 256) lost candidates in its centroid
+    stages; more cells did not help, more ndocs (stages 3-4 keep ndocs / 4) did, at a latency still well
+    under brute-force MaxSim."""
+    return (4, 0.4, 2048) if k <= 100 else plaid_defaults(k)
+
+
+def index_num_centroids(num_embeddings: int) -> int:
+    """`Index.build`'s default centroid count: 2^floor(log2(2 sqrt(T))), ColBERTv2's count / 8 (2048 for
+    1M vectors instead of 16384). On a CPU the build is dominated by assigning every vector to its nearest
+    centroid (T x K x dim multiply-adds): ColBERT's count makes 1M vectors cost 4.2 TFLOP, this one 0.5."""
+    return max(1, default_num_centroids(num_embeddings) // 8)
 
 
 def _check_docs(docs, dim: int | None = None, what: str = "documents"):
@@ -105,6 +127,45 @@ def candidate_width(num_candidates: int, n1: int) -> int:
     return _next_pow2(max(num_candidates, n1, 1))
 
 
+class _Compressor:
+    """Compresses documents through one fixed-size buffer of batch_tokens vectors (one compile), keeping
+    only the packed codes and residuals: feed(docs) any number of times, then finish()."""
+
+    def __init__(self, codec: ResidualCodec, batch_tokens: int, on_flush=None):
+        self.codec, self.on_flush = codec, on_flush
+        self.buf = np.zeros((batch_tokens, codec.dim), np.float32)
+        self.filled, self.codes, self.resid, self.lens = 0, [], [], []
+
+    def _flush(self):
+        c, r = self.codec.compress(self.buf)
+        self.codes.append(np.asarray(c)[: self.filled])
+        self.resid.append(np.asarray(r)[: self.filled])
+        if self.on_flush is not None:
+            self.on_flush(self.filled)
+        self.filled = 0
+
+    def feed(self, docs):
+        size = len(self.buf)
+        for d in docs:
+            self.lens.append(d.shape[0])
+            start = 0
+            while start < d.shape[0]:
+                take = min(size - self.filled, d.shape[0] - start)
+                self.buf[self.filled : self.filled + take] = d[start : start + take]
+                self.filled, start = self.filled + take, start + take
+                if self.filled == size:
+                    self._flush()
+
+    def finish(self):
+        if self.filled:
+            self.buf[self.filled :] = 0
+            self._flush()
+        nbytes = self.codec.dim * self.codec.nbits // 8
+        codes = np.concatenate(self.codes) if self.codes else np.zeros(0, np.int32)
+        resid = np.concatenate(self.resid) if self.resid else np.zeros((0, nbytes), np.uint8)
+        return codes, resid, np.asarray(self.lens, np.int32)
+
+
 class Index:
     """Residual-compressed multi-vector index with PLAID search. Build with Index.build(docs)."""
 
@@ -125,10 +186,11 @@ class Index:
         cls,
         doc_embeddings,
         *,
-        nbits: int = 2,
+        nbits: int = 4,
         num_centroids: int | None = None,
         codec: ResidualCodec | None = None,
         kmeans_niters: int = 4,
+        kmeans_points_per_centroid: int = 64,
         seed: int = 123,
         batch_tokens: int = 65536,
         mesh=None,
@@ -136,10 +198,15 @@ class Index:
     ) -> Index:
         """Builds an index from a list of [Ld_i, dim] token-embedding arrays (unit-norm rows).
 
-        nbits: residual bits per dimension, in {1, 2, 4}. num_centroids: None = ColBERTv2's
-        2^floor(log2(16 sqrt(total tokens))). codec: reuse a trained ResidualCodec (nbits/num_centroids are
-        then ignored). The codec trains on the tokens of at most 16 sqrt(120 N) sampled documents
-        (ColBERTv2's sample), then all documents are compressed in batches of batch_tokens vectors, so peak
+        nbits: residual bits per dimension, in {1, 2, 4}; default 4 (ColBERTv2 uses 2): on 262k MiniLM vectors
+        of the Python docs, exhaustive MaxSim over 2-bit decompressed vectors keeps only 0.83 of the float
+        top-10 (4 bits: 0.95), a ceiling no search setting can pass; 4 bits cost 68 B per vector instead of
+        36 (float32: 512). num_centroids: None = `index_num_centroids`
+        (2^floor(log2(2 sqrt(total tokens))), ColBERTv2's count / 8, for CPU build time; pass
+        `colbert.codec.default_num_centroids(total)` for ColBERTv2's). codec: reuse a trained ResidualCodec
+        (nbits/num_centroids are then ignored). The codec trains on the tokens of at most 16 sqrt(120 N)
+        sampled documents (ColBERTv2's sample), k-means on at most kmeans_points_per_centroid * K of them
+        (faiss caps at 256), then all documents are compressed in batches of batch_tokens vectors, so peak
         memory is the packed index plus one batch. mesh: shards k-means over its "data" axis.
         """
         docs = _check_docs(doc_embeddings)
@@ -149,50 +216,123 @@ class Index:
             total = sum(d.shape[0] for d in docs)
             take = np.random.default_rng(seed).permutation(n)[: min(n, int(16 * math.sqrt(120 * n)))]
             sample = np.concatenate([docs[i] for i in np.sort(take)])
-            k = min(default_num_centroids(total), len(sample)) if num_centroids is None else num_centroids
+            k = min(index_num_centroids(total), len(sample)) if num_centroids is None else num_centroids
             codec = ResidualCodec.train(
-                sample, nbits=nbits, num_centroids=k, kmeans_niters=kmeans_niters, seed=seed, mesh=mesh
-            )
+                sample, nbits=nbits, num_centroids=k, kmeans_niters=kmeans_niters, seed=seed, mesh=mesh,
+                max_points_per_centroid=kmeans_points_per_centroid,
+            )  # fmt: skip
         index = cls(codec)
         index.add(docs, batch_tokens=batch_tokens, progress=progress)
+        return index
+
+    @classmethod
+    def build_streaming(
+        cls,
+        batches,
+        *,
+        nbits: int = 4,
+        num_centroids: int | None = None,
+        codec: ResidualCodec | None = None,
+        sample_tokens: int = 1 << 18,
+        expected_tokens: int | None = None,
+        kmeans_niters: int = 4,
+        kmeans_points_per_centroid: int = 64,
+        seed: int = 123,
+        batch_tokens: int = 65536,
+        mesh=None,
+        progress: bool = True,
+    ) -> Index:
+        """Builds an index from an iterable of document batches (each a list of [Ld, dim] arrays) in bounded
+        memory: the packed index (about 4 + dim * nbits / 8 bytes per vector), the codec's training sample
+        and one compression buffer; the float vectors of a batch are dropped once it is compressed.
+
+        Without `codec`, the codec trains on the first batches, buffered until they hold `sample_tokens`
+        vectors (a stream cannot be sampled uniformly in one pass: shuffle the stream if its order is
+        topical); `num_centroids` None = `index_num_centroids` of `expected_tokens` vectors when given, else
+        of the sample's size. Equals `Index.build(all documents, codec=index.codec)` (tested).
+        """
+        if codec is None:
+            check_nbits(nbits)
+        it = iter(batches)
+        pending, seen = [], 0
+        if codec is None:
+            for batch in it:
+                docs = _check_docs(batch)
+                pending.append(docs)
+                seen += sum(d.shape[0] for d in docs)
+                if seen >= sample_tokens:
+                    break
+            if not pending:
+                raise ValueError("build_streaming got no batches of documents; expected at least one batch.")
+            sample = np.concatenate([d for docs in pending for d in docs])
+            total = seen if expected_tokens is None else max(int(expected_tokens), 1)
+            k = min(index_num_centroids(total), len(sample)) if num_centroids is None else num_centroids
+            codec = ResidualCodec.train(
+                sample, nbits=nbits, num_centroids=k, kmeans_niters=kmeans_niters, seed=seed, mesh=mesh,
+                max_points_per_centroid=kmeans_points_per_centroid,
+            )  # fmt: skip
+            del sample
+        index = cls(codec)
+        comp = _Compressor(codec, batch_tokens)
+        bar = tqdm(desc="compress", unit="tok", disable=not progress)
+        for docs in pending:
+            comp.feed(docs)
+            bar.update(sum(d.shape[0] for d in docs))
+        pending.clear()
+        for batch in it:
+            docs = _check_docs(batch, codec.dim)
+            comp.feed(docs)
+            bar.update(sum(d.shape[0] for d in docs))
+        bar.close()
+        codes, resid, lens = comp.finish()
+        if not len(lens):
+            raise ValueError("build_streaming got no batches of documents; expected at least one batch.")
+        index._append(codes, resid, lens)
         return index
 
     def add(self, more_docs, *, batch_tokens: int = 65536, progress: bool = True) -> Index:
         """Appends documents (ids continue from len(self)) with the existing codec: no retraining and no
         re-compression of what is stored; only the IVF lists are merged. Returns self."""
         docs = _check_docs(more_docs, self.codec.dim)
-        first_pid = self.num_docs
-        lens = np.array([d.shape[0] for d in docs], np.int32)
-        codes, resid = [], []
-        buf, filled = np.zeros((batch_tokens, self.codec.dim), np.float32), 0
-        total = int(lens.sum())
+        total = sum(d.shape[0] for d in docs)
         bar = tqdm(total=total, desc="compress", unit="tok", disable=not progress or total <= batch_tokens)
-
-        def flush(rows):
-            c, r = self.codec.compress(buf)  # one fixed shape: compiles once
-            codes.append(np.asarray(c)[:rows])
-            resid.append(np.asarray(r)[:rows])
-            bar.update(rows)
-
-        for d in docs:
-            start = 0
-            while start < d.shape[0]:
-                take = min(batch_tokens - filled, d.shape[0] - start)
-                buf[filled : filled + take] = d[start : start + take]
-                filled, start = filled + take, start + take
-                if filled == batch_tokens:
-                    flush(filled)
-                    filled = 0
-        if filled:
-            buf[filled:] = 0
-            flush(filled)
+        comp = _Compressor(self.codec, batch_tokens, on_flush=bar.update)
+        comp.feed(docs)
+        self._append(*comp.finish())
         bar.close()
-        new_codes = np.concatenate(codes)
+        return self
+
+    def _append(self, new_codes, new_resid, lens):
+        """Appends compressed documents (codes [T], residuals [T, nbytes], doclens [n]) and their IVF."""
+        first_pid = self.num_docs
         self.codes = np.concatenate([self.codes, new_codes])
-        self.residuals = np.concatenate([self.residuals, np.concatenate(resid)])
+        self.residuals = np.concatenate([self.residuals, new_resid])
         self.doclens = np.concatenate([self.doclens, lens])
         self.offsets = np.concatenate([self.offsets, self.offsets[-1] + np.cumsum(lens, dtype=np.int64)])
         self._merge_ivf(new_codes, np.repeat(np.arange(first_pid, self.num_docs, dtype=np.int64), lens))
+        self._device = None
+
+    def delete(self, doc_ids) -> Index:
+        """Removes documents: their vectors and IVF entries are dropped; the ids of the others do not change
+        (a deleted id keeps a length of 0 and is never returned). Deleting a deleted id again is a no-op.
+        Search results equal those of an index built from the remaining documents with the same codec
+        (tested). Returns self."""
+        ids = np.unique(np.asarray(doc_ids, np.int64).reshape(-1))
+        if ids.size and (ids[0] < 0 or ids[-1] >= self.num_docs):
+            raise ValueError(
+                f"doc ids to delete must be in [0, {self.num_docs}); got values from {ids[0]} to {ids[-1]}."
+            )
+        dead = np.zeros(self.num_docs, bool)
+        dead[ids] = True
+        keep = ~np.repeat(dead, self.doclens)
+        self.codes, self.residuals = self.codes[keep], self.residuals[keep]
+        self.doclens = np.where(dead, 0, self.doclens).astype(np.int32)
+        self.offsets = np.concatenate([[0], np.cumsum(self.doclens, dtype=np.int64)])
+        owner = np.repeat(np.arange(self.codec.num_centroids), np.diff(self.ivf_offsets))
+        live = ~dead[self.ivf_pids]
+        self.ivf_pids = np.asarray(self.ivf_pids)[live]
+        counts = np.bincount(owner[live], minlength=self.codec.num_centroids)
+        self.ivf_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self._device = None
         return self
 
@@ -215,6 +355,11 @@ class Index:
 
     def __len__(self) -> int:
         return self.num_docs
+
+    @property
+    def num_live(self) -> int:
+        """Documents not deleted (num_docs counts every id ever added)."""
+        return int(np.count_nonzero(self.doclens))
 
     @property
     def num_tokens(self) -> int:
@@ -250,7 +395,10 @@ class Index:
         return self._device
 
     # ------------------------------------------------------------------------------------------ search
-    def search(self, Q, k: int = 10, *, q_mask=None, ncells=None, centroid_score_threshold=None, ndocs=None):
+    def search(
+        self, Q, k: int = 10, *, q_mask=None, ncells=None, centroid_score_threshold=None, ndocs=None,
+        allowed_ids=None,
+    ):  # fmt: skip
         """PLAID search. Q: [Lq, dim] or [B, Lq, dim] (q_mask [Lq] / [B, Lq], True = real token).
 
         Tip: ColBERT-trained encoders score every query position ([MASK] expansion included, q_mask None);
@@ -263,8 +411,12 @@ class Index:
         Returns (doc_ids int32 [k], scores float32 [k]) best first (or [B, k]); scores are exact MaxSim of
         the decompressed documents. If fewer than k documents reach the last stage (e.g. ncells=1 on a tiny
         collection), the tail is padded with id -1 and score -inf.
+
+        allowed_ids: restrict the search to these document ids (a sequence of ids or a bool mask [num_docs]):
+        the result is that of an index holding only them (same codec), i.e. the candidates of step 1 are
+        intersected with the subset before scoring.
         """
-        if self.num_docs == 0:
+        if self.num_live == 0:
             raise ValueError("the index is empty: add documents (Index.build or index.add) before searching.")
         Qn, qm_np, batched = _check_query(Q, q_mask, self.codec.dim)
         if not 1 <= k <= self.num_docs:
@@ -277,7 +429,7 @@ class Index:
             raise ValueError(
                 f"centroid_score_threshold must be a finite number; got {centroid_score_threshold}."
             )
-        d_ncells, d_thr, d_ndocs = plaid_defaults(k)
+        d_ncells, d_thr, d_ndocs = search_defaults(k)
         ncells = d_ncells if ncells is None else ncells
         thr = d_thr if centroid_score_threshold is None else centroid_score_threshold
         ndocs = d_ndocs if ndocs is None else ndocs
@@ -292,6 +444,9 @@ class Index:
         S, cells = _centroid_scores(Qb, qm, dev["centroids"], ncells)  # [B, Lq, K], [B, Lq * ncells]
         cells = np.asarray(cells)
         cands = [self._ivf_union(c) for c in cells]
+        if allowed_ids is not None:
+            allowed = self._allowed_mask(allowed_ids)
+            cands = [c[allowed[c]] for c in cands]
         n1 = min(max(ndocs, k), self.num_docs)
         n2 = min(n1, max(ndocs // 4, k))
         width = candidate_width(max(len(c) for c in cands), n1)
@@ -311,12 +466,29 @@ class Index:
         ids = np.where(np.isfinite(scores), ids, -1).astype(np.int32)
         return (ids, scores) if batched else (ids[0], scores[0])
 
+    def _allowed_mask(self, allowed_ids) -> np.ndarray:
+        a = np.asarray(allowed_ids)
+        if a.dtype == bool:
+            if a.shape != (self.num_docs,):
+                raise ValueError(
+                    f"allowed_ids as a bool mask must have shape ({self.num_docs},); got {a.shape}."
+                )
+            return a
+        a = a.astype(np.int64).reshape(-1)
+        if a.size and (a.min() < 0 or a.max() >= self.num_docs):
+            raise ValueError(
+                f"allowed_ids must be doc ids in [0, {self.num_docs}); got values from {a.min()} to {a.max()}."
+            )
+        mask = np.zeros(self.num_docs, bool)
+        mask[a] = True
+        return mask
+
     def warmup(
         self, k: int = 10, *, num_queries: int = 1, query_len: int = 32, ncells=None, ndocs=None
     ) -> int:
         """Compiles search for every candidate-width bucket of this (k, ndocs) and query shape, so that
         a stream of queries of that shape never compiles again. Returns the number of buckets."""
-        d_ncells, thr, d_ndocs = plaid_defaults(k)
+        d_ncells, thr, d_ndocs = search_defaults(k)
         ndocs = d_ndocs if ndocs is None else ndocs
         n1 = min(max(ndocs, k), self.num_docs)
         counts = [1 << i for i in range(self.num_docs.bit_length())] + [self.num_docs]
@@ -346,7 +518,9 @@ class Index:
 
     # -------------------------------------------------------------------------------------- save, load
     def save(self, path) -> pathlib.Path:
-        """Writes path/meta.json (format version, shapes) and path/arrays.npz."""
+        """Writes path/meta.json (format version, shapes) and one path/<array>.npy per array (centroids,
+        cutoffs, weights, codes, residuals, doclens, offsets, ivf_pids, ivf_offsets), so that
+        `Index.load(path, mmap=True)` can memory-map them."""
         path = pathlib.Path(path)
         path.mkdir(parents=True, exist_ok=True)
         meta = {
@@ -358,34 +532,41 @@ class Index:
             "num_docs": self.num_docs,
             "num_tokens": self.num_tokens,
         }
-        np.savez(
-            path / "arrays.npz",
-            centroids=np.asarray(self.codec.centroids), cutoffs=np.asarray(self.codec.cutoffs),
-            weights=np.asarray(self.codec.weights), codes=self.codes, residuals=self.residuals,
-            doclens=self.doclens, offsets=self.offsets, ivf_pids=self.ivf_pids, ivf_offsets=self.ivf_offsets,
-        )  # fmt: skip
+        arrays = {
+            "centroids": np.asarray(self.codec.centroids), "cutoffs": np.asarray(self.codec.cutoffs),
+            "weights": np.asarray(self.codec.weights), "codes": self.codes, "residuals": self.residuals,
+            "doclens": self.doclens, "offsets": self.offsets, "ivf_pids": self.ivf_pids,
+            "ivf_offsets": self.ivf_offsets,
+        }  # fmt: skip
+        for name, array in arrays.items():
+            np.save(path / f"{name}.npy", np.ascontiguousarray(array))
         (path / "meta.json").write_text(json.dumps(meta, indent=1))
         return path
 
     @classmethod
-    def load(cls, path) -> Index:
+    def load(cls, path, *, mmap: bool = False) -> Index:
         """Reads an index written by `save`, checking every array against the metadata (a ValueError names
-        the file and the field: shapes, code and document-id ranges, offsets against lengths, nbits)."""
+        the file and the field: shapes, code and document-id ranges, offsets against lengths, nbits).
+
+        mmap=True memory-maps the arrays read-only (`np.load(mmap_mode="r")`): loading reads only the
+        pages the checks touch, and the OS pages the rest in on demand. Search copies codes and residuals
+        to the device on its first call (on CPU: into memory); `add`/`delete` make in-memory copies.
+        Folders of format version 1 (one arrays.npz) still load, without mmap.
+        """
         path = pathlib.Path(path)
-        if not (path / "meta.json").is_file() or not (path / "arrays.npz").is_file():
-            raise FileNotFoundError(
-                f"no colbert index at {path}: expected {path}/meta.json and {path}/arrays.npz."
-            )
-        meta_file, arrays_file = path / "meta.json", path / "arrays.npz"
+        meta_file = path / "meta.json"
+        if not meta_file.is_file():
+            raise FileNotFoundError(f"no colbert index at {path}: expected {meta_file} and the array files.")
         try:
             meta = json.loads(meta_file.read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"{meta_file} is not valid JSON: {err}") from err
         if not isinstance(meta, dict):
             raise ValueError(f"{meta_file} must hold a JSON object; got {type(meta).__name__}.")
-        if meta.get("format_version") != FORMAT_VERSION:
+        version = meta.get("format_version")
+        if version not in (1, FORMAT_VERSION):
             raise ValueError(
-                f"index at {path} has format version {meta.get('format_version')!r}; this code reads version "
+                f"index at {path} has format version {version!r}; this code reads versions 1 and "
                 f"{FORMAT_VERSION}. Rebuild the index with this version."
             )
         for key in ("nbits", "dim", "num_centroids", "num_docs", "num_tokens"):
@@ -395,13 +576,27 @@ class Index:
                 )
         if meta["nbits"] not in (1, 2, 4):
             raise ValueError(f"{meta_file}: field 'nbits' must be 1, 2 or 4; got {meta['nbits']}.")
-        a = np.load(arrays_file)
         arrays = {}
-        for name in _ARRAYS:
-            if name not in a.files:
-                raise ValueError(f"{arrays_file} has no array {name!r}.")
-            arrays[name] = a[name]
-        _validate(arrays, meta, arrays_file)
+        if version == 1:
+            arrays_file = path / "arrays.npz"
+            if not arrays_file.is_file():
+                raise FileNotFoundError(f"no colbert index at {path}: expected {arrays_file}.")
+            a = np.load(arrays_file)
+            for name in _ARRAYS:
+                if name not in a.files:
+                    raise ValueError(f"{arrays_file} has no array {name!r}.")
+                arrays[name] = a[name]
+            files = dict.fromkeys(_ARRAYS, arrays_file)
+        else:
+            files = {name: path / f"{name}.npy" for name in _ARRAYS}
+            for name, file in files.items():
+                if not file.is_file():
+                    raise FileNotFoundError(f"colbert index at {path} lacks {file} (array {name!r}).")
+                try:
+                    arrays[name] = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+                except ValueError as err:
+                    raise ValueError(f"{file}: array {name!r} is not a readable .npy file: {err}") from err
+        _validate(arrays, meta, files)
         codec = ResidualCodec(
             centroids=jnp.asarray(arrays["centroids"]), cutoffs=jnp.asarray(arrays["cutoffs"]),
             weights=jnp.asarray(arrays["weights"]), nbits=int(meta["nbits"]),
@@ -417,12 +612,12 @@ _ARRAYS = (
 )  # fmt: skip
 
 
-def _validate(a: dict, meta: dict, file) -> None:
+def _validate(a: dict, meta: dict, files: dict) -> None:
     """Checks loaded index arrays against each other and the metadata; ValueError naming file and field."""
     n, t, k, dim, nbits = (meta[x] for x in ("num_docs", "num_tokens", "num_centroids", "dim", "nbits"))
 
     def fail(field, what):
-        raise ValueError(f"{file}: array {field!r} {what}.")
+        raise ValueError(f"{files[field]}: array {field!r} {what}.")
 
     expect = {
         "centroids": (k, dim), "cutoffs": (2**nbits - 1,), "weights": (2**nbits,), "codes": (t,),
@@ -441,8 +636,8 @@ def _validate(a: dict, meta: dict, file) -> None:
     if t and (codes.min() < 0 or codes.max() >= k):
         fail("codes", f"must lie in [0, {k}); got values from {codes.min()} to {codes.max()}")
     doclens, offsets = np.asarray(a["doclens"]), np.asarray(a["offsets"])
-    if n and doclens.min() < 1:
-        fail("doclens", "must be >= 1 for every document")
+    if n and doclens.min() < 0:
+        fail("doclens", "must be >= 0 for every document (0: deleted)")
     if offsets[0] != 0 or np.any(np.diff(offsets) != doclens) or offsets[-1] != t:
         fail("offsets", "must start at 0, step by doclens and end at num_tokens")
     ivf_offsets, ivf_pids = np.asarray(a["ivf_offsets"]), np.asarray(a["ivf_pids"])

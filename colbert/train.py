@@ -30,6 +30,7 @@ from jax.sharding import Mesh
 
 import jaxzoo
 from colbert.bert import ColBERT, ColBERTConfig
+from colbert.flops import flops_per_example
 from colbert.losses import colbert_loss
 from colbert.tokenize import ColBERTTokenizer
 from jaxzoo.sharding import DEFAULT_RULES, Rules
@@ -249,6 +250,8 @@ def train(
         config=run_cfg,
         log_every=log_every,
         checkpoint_every=checkpoint_every,
+        examples_per_step=run_cfg.batch_size,
+        flops_per_step=run_cfg.batch_size * flops_per_example(run_cfg),
         desc="colbert",
         progress=progress,
     )

@@ -183,9 +183,9 @@ def test_not_a_model_folder_raises(tmp_path):
         Encoder.from_pretrained(tmp_path / "missing")
 
 
-def test_non_bert_model_type_raises(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "modernbert"}))
-    with pytest.raises(ValueError, match="Only BERT-style backbones"):
+def test_unsupported_model_type_raises(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "deberta-v2"}))
+    with pytest.raises(ValueError, match="config.json field 'model_type' is 'deberta-v2'; supported backbones"):
         Encoder.from_pretrained(tmp_path)
 
 
