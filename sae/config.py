@@ -54,8 +54,11 @@ class SAEConfig(jaxzoo.Config):
     l0_coefficient: float = 1.0  # lambda of the L0 penalty sum_i H(z_i - theta_i) (jumprelu)
     l1_warmup_steps: int = 0  # the sparsity coefficient (L1 or L0) ramps linearly from 0 over these steps
     l1_decoder_norm: bool = True  # relu: weight each |f_i| by ||W_dec,i|| (decoder left unconstrained)
-    jumprelu_bandwidth: float = 0.05  # epsilon of the rectangle-kernel STE (SAELens step mode; tanh: 2.0)
+    jumprelu_bandwidth: float = 0.1  # epsilon of the rectangle-kernel STE (SAELens: step 0.05, tanh 2.0)
     jumprelu_init_threshold: float = 0.01  # theta at initialisation (SAELens step mode; tanh: 0.1)
+    threshold_lr_scale: float | None = (
+        None  # jumprelu: theta's lr over the optimiser's; None: sqrt(d_in) if normalised
+    )
     jumprelu_sparsity: str = "step"  # "step": Rajamanoharan L0 sum H(z - theta); "tanh": Anthropic 2025
     jumprelu_tanh_scale: float = 4.0  # c of the tanh loss sum_i tanh(c * f_i * ||W_dec,i||)
     pre_act_coefficient: float = 0.0  # Anthropic's pre-activation loss on dead latents (they use 3e-6); 0 off
@@ -89,6 +92,14 @@ class SAEConfig(jaxzoo.Config):
         if not 0.0 <= self.batchtopk_threshold_decay < 1.0:
             raise ValueError(
                 f"batchtopk_threshold_decay must be in [0, 1); got {self.batchtopk_threshold_decay}."
+            )
+        if self.threshold_lr_scale is not None and not (
+            isinstance(self.threshold_lr_scale, int | float)
+            and not isinstance(self.threshold_lr_scale, bool)
+            and 0 < self.threshold_lr_scale < math.inf
+        ):
+            raise ValueError(
+                f"threshold_lr_scale must be a positive number or None; got {self.threshold_lr_scale!r}."
             )
         for name in ("jumprelu_bandwidth", "jumprelu_tanh_scale", "decoder_init_norm"):
             if getattr(self, name) <= 0:
@@ -163,6 +174,20 @@ class SAEConfig(jaxzoo.Config):
         norm (SAELens' ``rescale_acts_by_decoder_norm``), i.e. the code of a unit-norm decoder; the norms are
         folded into the encoder by ``final_params``."""
         return self.architecture in TOPK_FAMILY and not self.constrain_decoder
+
+    @property
+    def threshold_lr_multiplier(self) -> float:
+        """How much faster than the other parameters the JumpReLU threshold learns (``threshold_lr_scale``).
+
+        Adam moves a parameter by about lr per step whatever its gradient's size. Training on activations of
+        mean norm sqrt(d_in) makes the pre-activations, and so the thresholds that matter, sqrt(d_in) times
+        larger than on the unit-norm activations the JumpReLU recipes were tuned on (Gemma Scope,
+        dictionary_learning), while every weight's relative step is unchanged; theta is the one parameter
+        whose absolute step must grow by sqrt(d_in) to keep up (without it L0 hardly responds to the L0
+        coefficient in a few thousand steps)."""
+        if self.threshold_lr_scale is not None:
+            return float(self.threshold_lr_scale)
+        return math.sqrt(self.d_in) if self.normalize_activations else 1.0
 
     @property
     def auxk_size(self) -> int:

@@ -72,15 +72,28 @@ def topk_loss(params, x, dead, coefficient: float, cfg: SAEConfig):
     """
     params = effective_params(params, cfg)
     k_aux = cfg.auxk_size if cfg.aux_coefficient > 0 else 0
+    x_in, b_enc = x, params["b_enc"]
+    if cfg.apply_b_dec_to_input:
+        # (x - b_dec) W + b_enc with b_dec's gradient taken through b_enc - (b_dec - sg(b_dec)) W (= b_enc in
+        # value): the same numbers and gradients, but no per-token input cotangent is formed (x is data)
+        b_dec_sg = jax.lax.stop_gradient(params["b_dec"])
+        x_in = x - b_dec_sg
+        b_enc = b_enc - (params["b_dec"] - b_dec_sg) @ params["W_enc"]
     values, indices, aux_values, aux_indices = ops.topk_encode(
-        _centre(params, x, cfg), params["W_enc"], params["b_enc"], dead, cfg.k, k_aux
+        x_in, params["W_enc"], b_enc, dead, cfg.k, k_aux
     )
     x_hat = ops.sparse_decode(values, indices, params["W_dec"], params["b_dec"])
     nmse = ops.normalized_mse(x, x_hat)
     loss, terms = nmse, {"nmse": nmse}
     if k_aux:
-        e_hat = ops.sparse_decode(aux_values, aux_indices, params["W_dec"], jnp.zeros_like(params["b_dec"]))
-        aux = jnp.where(jnp.any(dead), ops.auxk_normalized(x - x_hat, e_hat), 0.0)
+
+        def auxk():  # decoded (and differentiated) only when a latent is dead
+            e_hat = ops.sparse_decode(
+                aux_values, aux_indices, params["W_dec"], jnp.zeros_like(params["b_dec"])
+            )
+            return ops.auxk_normalized(x - x_hat, e_hat)
+
+        aux = jax.lax.cond(jnp.any(dead), auxk, lambda: jnp.zeros((), x_hat.dtype))
         loss, terms = loss + cfg.aux_coefficient * aux, {**terms, "auxk": aux}
     active = values > 0
     fired = jnp.zeros(cfg.d_sae, bool).at[indices.reshape(-1)].max(active.reshape(-1))
@@ -99,8 +112,12 @@ def batchtopk_loss(params, x, dead, coefficient: float, cfg: SAEConfig):
     x_hat = ops.decode(f, params["W_dec"], params["b_dec"])
     nmse = ops.normalized_mse(x, x_hat)
     loss, terms = nmse, {"nmse": nmse}
-    if cfg.aux_coefficient > 0:
-        aux = ops.auxk_loss(x - x_hat, z, dead, params["W_dec"], cfg.auxk_size)
+    if cfg.aux_coefficient > 0:  # a dense decode: run (and differentiated) only when a latent is dead
+        aux = jax.lax.cond(
+            jnp.any(dead),
+            lambda: ops.auxk_loss(x - x_hat, z, dead, params["W_dec"], cfg.auxk_size),
+            lambda: jnp.zeros((), x_hat.dtype),
+        )
         loss, terms = loss + cfg.aux_coefficient * aux, {**terms, "auxk": aux}
     min_positive = jnp.min(jnp.where(f > 0, f, jnp.inf))
     return loss, {

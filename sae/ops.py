@@ -342,12 +342,25 @@ def _topk_encode_fwd(x, W_enc, b_enc, dead, k, k_aux):
 
 def _topk_encode_bwd(k, k_aux, res, cotangents):
     x, W_enc, dead, values, indices = res
-    g = jnp.concatenate([cotangents[0], cotangents[2]], 1) * (values > 0).astype(values.dtype)  # ReLU
     W_t = W_enc.T  # [m, d]
-    d_x = _gather_sum(g, indices, W_t)
-    d_W_enc = _scatter_outer(g, indices, x, W_t.shape[0]).T
-    d_b_enc = jnp.zeros(W_t.shape[0], g.dtype).at[indices.reshape(-1)].add(g.reshape(-1))
-    return d_x, d_W_enc, d_b_enc, _int_zero(dead)
+
+    def slots(g, idx):  # (d_x, d_W_enc^T, d_b_enc) of the codes at ``idx`` [B, j] with cotangents ``g``
+        return (
+            _gather_sum(g, idx, W_t),
+            _scatter_outer(g, idx, x, W_t.shape[0]),
+            jnp.zeros(W_t.shape[0], g.dtype).at[idx.reshape(-1)].add(g.reshape(-1)),
+        )
+
+    relu = (values > 0).astype(values.dtype)
+    d_x, d_W_t, d_b_enc = slots(cotangents[0] * relu[:, :k], indices[:, :k])
+    if k_aux:  # AuxK slots only cost a pass when some latent is dead (their values are 0 otherwise)
+        aux = jax.lax.cond(
+            jnp.any(dead),
+            lambda: slots(cotangents[2] * relu[:, k:], indices[:, k:]),
+            lambda: jax.tree_util.tree_map(jnp.zeros_like, (d_x, d_W_t, d_b_enc)),
+        )
+        d_x, d_W_t, d_b_enc = (a + b for a, b in zip((d_x, d_W_t, d_b_enc), aux, strict=True))
+    return d_x, d_W_t.T, d_b_enc, _int_zero(dead)
 
 
 topk_encode.defvjp(_topk_encode_fwd, _topk_encode_bwd)

@@ -31,6 +31,7 @@ import optax
 import jaxzoo
 from sae import losses, ops
 from sae.config import RunConfig, SAEConfig, default_optimizer
+from sae.flops import flops_per_example
 from sae.model import SAE
 
 
@@ -48,11 +49,28 @@ def project_decoder_gradient() -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
+def scale_threshold_updates(factor: float) -> optax.GradientTransformation:
+    """Multiply the JumpReLU threshold's update by ``factor`` (its own learning rate, ``threshold_lr_scale``)."""
+
+    def update(updates, state, params=None):
+        del params
+        updates = dict(updates)
+        updates["threshold"] = updates["threshold"] * factor
+        return updates, state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make_optimizer(run_cfg: RunConfig) -> optax.GradientTransformation:
     """``run_cfg.optimizer`` for ``run_cfg.steps`` steps, with the decoder-gradient projection first when
-    the architecture keeps W_dec rows unit-norm."""
-    before = (project_decoder_gradient(),) if run_cfg.model.constrain_decoder else ()
-    return jaxzoo.make_optimizer(run_cfg.optimizer, run_cfg.steps, before=before)
+    the architecture keeps W_dec rows unit-norm, and (JumpReLU) the threshold's update scaled by
+    ``model.threshold_lr_multiplier``."""
+    cfg = run_cfg.model
+    before = (project_decoder_gradient(),) if cfg.constrain_decoder else ()
+    after = ()
+    if cfg.architecture == "jumprelu" and cfg.threshold_lr_multiplier != 1.0:
+        after = (scale_threshold_updates(cfg.threshold_lr_multiplier),)
+    return jaxzoo.make_optimizer(run_cfg.optimizer, run_cfg.steps, before=before, after=after)
 
 
 def post_update(cfg: SAEConfig):
@@ -561,6 +579,8 @@ def train(
         checkpoint_every=checkpoint_every,
         config=run_cfg,
         desc=f"sae/{cfg.architecture}",
+        examples_per_step=run_cfg.batch_size,
+        flops_per_step=run_cfg.batch_size * flops_per_example(cfg),
         progress=progress,
         log_every=log_every,
     )

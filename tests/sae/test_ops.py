@@ -315,3 +315,69 @@ def test_gated_gradients_respect_stop_gradients():
         want_b_gate += on * (lam / b + 2.0 / b * (p["W_dec"] @ (aux_hat[t] - x[t])))
     np.testing.assert_allclose(g["W_dec"], want_W_dec, **TOL)
     np.testing.assert_allclose(g["b_gate"], want_b_gate, **TOL)
+
+
+@pytest.mark.parametrize("some_dead", [False, True])
+def test_topk_loss_gradients_equal_dense_autodiff(some_dead):
+    """The TopK loss as trained (sparse codes, b_dec's gradient through the encoder bias, AuxK under a cond,
+    decoder-norm rescaling) has the gradients of its dense form, with and without dead latents."""
+    rng = np.random.default_rng(11)
+    d, m, b = 8, 24, 9
+    cfg = SAEConfig(d_in=d, d_sae=m, architecture="topk", k=3, k_aux=4)
+    p = {key: jnp.asarray(v) for key, v in rand_params(rng, d, m).items()}
+    x = jnp.asarray(rng.normal(size=(b, d)), jnp.float32)
+    dead = jnp.asarray((rng.random(m) < 0.5) & some_dead)
+
+    def dense(p):
+        n = ops.row_norms(p["W_dec"])
+        z = ops.pre_activation(x, p["W_enc"] * n, p["b_enc"] * n, p["b_dec"])
+        W_dec = p["W_dec"] / n[:, None]
+        x_hat = ops.decode(ops.topk_activation(z, cfg.k), W_dec, p["b_dec"])
+        aux = ops.auxk_loss(x - x_hat, z, dead, W_dec, cfg.auxk_size)
+        return ops.normalized_mse(x, x_hat) + cfg.aux_coefficient * aux
+
+    sparse = lambda p: losses.sae_loss(p, x, dead, 0.0, cfg)[0]
+    (vs, gs), (vd, gd) = jax.jit(jax.value_and_grad(sparse))(p), jax.jit(jax.value_and_grad(dense))(p)
+    np.testing.assert_allclose(vs, vd, **TOL)
+    for key in p:
+        np.testing.assert_allclose(gs[key], gd[key], err_msg=key, **TOL)
+
+
+@pytest.mark.parametrize("bandwidth", [0.05, 0.5])
+def test_jumprelu_loss_and_gradients_against_sae_lens(bandwidth):
+    """Where sae-lens is installed: the JumpReLU step-mode loss and every gradient (the threshold's through
+    the pseudo-derivatives of JumpReLU and of the Heaviside L0) equal its JumpReLUTrainingSAE's on the same
+    parameters and inputs."""
+    pytest.importorskip("sae_lens")
+    torch = pytest.importorskip("torch")
+    from sae_lens.saes.jumprelu_sae import JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig
+    from sae_lens.saes.sae import TrainStepInput
+
+    rng = np.random.default_rng(21)
+    d, m, b, lam = 8, 16, 64, 0.7
+    p = rand_params(rng, d, m, "jumprelu")
+    p["threshold"] = (np.abs(p["threshold"]) + 0.05).astype(np.float32)
+    x = rng.normal(size=(b, d)).astype(np.float32)
+    cfg = SAEConfig(d_in=d, d_sae=m, architecture="jumprelu", jumprelu_bandwidth=bandwidth)
+    theirs = JumpReLUTrainingSAE(
+        JumpReLUTrainingSAEConfig(d_in=d, d_sae=m, jumprelu_bandwidth=bandwidth, l0_coefficient=lam)
+    )
+    with torch.no_grad():
+        for k, v in p.items():
+            getattr(theirs, k).copy_(torch.from_numpy(v))
+    out = theirs.training_forward_pass(
+        TrainStepInput(
+            sae_in=torch.from_numpy(x),
+            coefficients={"l0": lam},
+            dead_neuron_mask=None,
+            n_training_steps=0,
+            is_logging_step=False,
+        )
+    )
+    out.loss.backward()
+    loss_fn = lambda q: losses.sae_loss(q, jnp.asarray(x), jnp.zeros(m, bool), lam, cfg)[0]
+    loss, grads = jax.value_and_grad(loss_fn)({k: jnp.asarray(v) for k, v in p.items()})
+    np.testing.assert_allclose(loss, out.loss.item(), **TOL)
+    assert np.count_nonzero(grads["threshold"]) > m // 2  # the kernel windows are hit
+    for k in p:
+        np.testing.assert_allclose(grads[k], getattr(theirs, k).grad.numpy(), err_msg=k, **TOL)

@@ -338,3 +338,67 @@ def test_resampling_reinitialises_only_dead_latents():
 def test_error_resampling_for_topk():
     with pytest.raises(ValueError, match="resample_every is for relu and gated"):
         sae.SAEConfig(d_in=8, d_sae=16, architecture="topk", k=2, resample_every=10)
+
+
+@pytest.mark.parametrize("arch", ["relu", "gated", "topk", "batchtopk", "matryoshka", "jumprelu"])
+def test_flops_per_example_against_xla(arch):
+    """The analytic training FLOPs per activation are within 20% of XLA's count for the loss + gradient (at a
+    width where the products dominate XLA's count of the top-k selections, which it counts as FLOPs too)."""
+    import jaxzoo.flops
+
+    cfg = sae.SAEConfig(
+        d_in=512,
+        d_sae=512,
+        architecture=arch,
+        k=8,
+        matryoshka_widths=(128,),
+        normalize_activations=False,
+        aux_coefficient=0.0,  # AuxK runs only while latents are dead (not counted; XLA counts both branches)
+    )
+    run = sae.run_config(cfg, steps=2, batch_size=256)
+    plan = sae.init_state(run)
+    loss_fn = sae.make_loss_fn(cfg)
+    grad = jax.grad(lambda p, e, x: loss_fn(p, e, x, None)[0])
+    x = jnp.ones((256, 512), jnp.float32)
+    counted = jaxzoo.flops.xla_flops(grad, plan.state.params, plan.state.extra, x) / 256
+    assert counted == pytest.approx(sae.flops_per_example(run), rel=0.2)
+    with pytest.raises(ValueError, match="expects a sae.SAEConfig or sae.RunConfig"):
+        sae.flops_per_example("topk")
+
+
+def test_threshold_learns_at_its_own_rate():
+    """threshold_lr_scale multiplies theta's optimiser update (default sqrt(d_in) on normalised activations)."""
+    cfg = sae.SAEConfig.tiny("jumprelu")
+    assert cfg.threshold_lr_multiplier == 4.0  # sqrt(16)
+    assert cfg.replace(normalize_activations=False).threshold_lr_multiplier == 1.0
+    params = {k: v for k, v in sae.init_params(cfg, jax.random.key(0))[0].items()}
+    grads = jax.tree.map(lambda v: jnp.full_like(v, 0.3), params)
+    updates = {}
+    for scale in (1.0, 7.0):
+        run = sae.RunConfig.tiny("jumprelu").replace(model=cfg.replace(threshold_lr_scale=scale))
+        tx = sae.make_optimizer(run)
+        updates[scale] = tx.update(grads, tx.init(params), params)[0]
+    np.testing.assert_allclose(updates[7.0]["threshold"], 7.0 * updates[1.0]["threshold"], rtol=1e-6)
+    np.testing.assert_allclose(updates[7.0]["W_enc"], updates[1.0]["W_enc"], rtol=1e-6)
+    with pytest.raises(ValueError, match="threshold_lr_scale must be a positive number"):
+        cfg.replace(threshold_lr_scale=0.0)
+
+
+@pytest.mark.slow  # ~10 s alone, minutes on a loaded machine
+def test_jumprelu_l0_decreases_with_the_l0_coefficient():
+    """With the default bandwidth and threshold learning rate, a larger L0 coefficient gives a smaller L0
+    (3 seeds each, tiny toy); before the threshold had its own rate it did not move (issue 16)."""
+    x, _ = sae.toy.superposition_data(6144, d_in=16, n_features=32, avg_active=3, seed=0)
+    train_x, held = x[:4096], x[4096:]
+    l0 = {}
+    for lam in (0.3, 3.0):
+        model = sae.SAEConfig.tiny("jumprelu").replace(l0_coefficient=lam)
+        run = sae.run_config(model, steps=80, batch_size=256, learning_rate=3e-3)
+        step = sae.make_train_step(run, donate=False)
+        l0[lam] = []
+        for seed in range(3):
+            state = sae.init_state(run.replace(seed=seed), sample=train_x[:256]).state
+            for i in range(run.steps):
+                state, _ = step(state, train_x[(i % 16) * 256 : (i % 16 + 1) * 256], jax.random.key(seed))
+            l0[lam].append(sae.evaluate(model, sae.final_params(state, model), held)["l0"])
+    assert max(l0[3.0]) < min(l0[0.3]), l0
