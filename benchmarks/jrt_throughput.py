@@ -34,7 +34,9 @@ per length does not depend on it much. On a CPU, lengths where the peer's logits
 What to expect (numbers in results.json): PLA's prefill is slower than softmax attention at a few hundred
 tokens and overtakes it between 256 and 1k tokens, its advantage growing with length; decoding from the
 constant-size state is several times faster per token than attention over a growing KV cache, with a
-state tens of times smaller; the whole JRT model trains at a throughput close to Based's.
+state tens of times smaller; the whole JRT model trains at a throughput close to Based's. With
+--accelerator on a GPU/TPU a "PLA prefill, Pallas vs XLA chunked" row times the `jrt.pallas` kernel against
+the XLA chunked form (on a CPU the row is skipped with a note).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def layer_weights(key, d_model, heads, feature_dim, head_dim, dtype):
     return {n: (0.02 * jax.random.normal(k, s)).astype(dtype) for k, (n, s) in zip(keys, names.items())}
 
 
-def pla_layer(w, x, *, heads, feature_dim, encoder_len, chunk_size):
+def pla_layer(w, x, *, heads, feature_dim, encoder_len, chunk_size, kernel="xla"):
     """x [B, L, d] -> [B, L, d]: JRT-RNN's PLA layer, chunked, the first `encoder_len` tokens the prefix."""
     b, n, _ = x.shape
     m = min(encoder_len, n)
@@ -77,7 +79,7 @@ def pla_layer(w, x, *, heads, feature_dim, encoder_len, chunk_size):
     v = (x @ w["wv"]).reshape(b, n, heads, -1)
     k_enc = (x[:, :m] @ w["wk_enc"]).reshape(b, m, heads, feature_dim)
     v_enc = (x[:, :m] @ w["wv_enc"]).reshape(b, m, heads, -1)
-    y = jrt_ops.prefix_linear_attention(q, k, v, k_enc, v_enc, chunk_size=chunk_size)  # [B, L, H, dv]
+    y = jrt_ops.prefix_linear_attention(q, k, v, k_enc, v_enc, chunk_size=chunk_size, kernel=kernel)
     return y.reshape(b, n, -1) @ w["wo"]
 
 
@@ -137,6 +139,33 @@ def prefill_rows(args, w, dtype):
         slower = max(n for n in ratios if n < faster[0])
         crossover = f"between L={slower} and L={faster[0]}"
     return rows, crossover
+
+
+def pallas_rows(args, w, dtype):
+    """PLA prefill with the Pallas kernel (`jrt.pallas`) vs the XLA chunked form; GPU/TPU only."""
+    if jax.devices()[0].platform == "cpu":
+        return [], "Pallas row skipped: the kernel runs on GPU/TPU only (on a CPU it is only interpreted, in tests)"
+    rows = []
+    for n in args.lengths:
+        x = jax.random.normal(jax.random.key(n), (args.batch_size, n, args.d_model)).astype(dtype)
+        kw = dict(
+            heads=args.heads, feature_dim=args.feature_dim, encoder_len=args.encoder_len, chunk_size=args.chunk_size
+        )
+        times = {}
+        for kernel in ("pallas", "xla"):
+            fn = jax.jit(functools.partial(pla_layer, kernel=kernel, **kw))
+            times[kernel] = script.timeit(functools.partial(fn, w, x), repeats=args.repeats)
+        tok = args.batch_size * n
+        rows.append(
+            row(
+                f"PLA prefill, Pallas vs XLA chunked, L={n} B={args.batch_size}",
+                "tok/s",
+                tok / times["pallas"],
+                tok / times["xla"],
+                times["xla"] / times["pallas"],
+            )
+        )
+    return rows, "Pallas rows: ours = jrt.pallas kernel, peer = the XLA chunked form of the same layer"
 
 
 def decode_rows(args, w, dtype):
@@ -213,7 +242,7 @@ def model_rows(args):
     """Train-step tokens/s of a whole JRT LM (the preset's layer pattern, reduced width) vs causal Based."""
     ids = np.random.default_rng(0).integers(0, args.model_vocab, (args.model_batch, args.model_len + 1))
     batch = {"input_ids": jnp.asarray(ids[:, :-1], jnp.int32), "labels": jnp.asarray(ids[:, 1:], jnp.int32)}
-    times, layers = {}, {}
+    calls, layers = {}, {}
     for name, preset in zip(("jrt", "based"), PRESETS[args.model_preset]):
         # The preset's layer pattern, heads and f at a reduced width (mlp_hidden = 2 d as in the presets).
         cfg = preset(
@@ -228,10 +257,15 @@ def model_rows(args):
         run = jrt.RunConfig(model=cfg, steps=max(args.repeats + 1, 10), batch_size=args.model_batch)
         state = jrt.init_state(run).state
         step = jrt.make_train_step(run, donate=False)
-        times[name] = script.timeit(
-            functools.partial(step, state, batch, jax.random.key(1)), repeats=args.repeats
-        )
+        calls[name] = functools.partial(step, state, batch, jax.random.key(1))
+        script.timeit(calls[name], warmup=1, repeats=1)  # compile
         layers[name] = cfg.n_layers
+    # Alternate the two models' timed calls so that load changes on a shared machine hit both alike.
+    samples = {name: [] for name in calls}
+    for _ in range(args.repeats):
+        for name, call in calls.items():
+            samples[name].append(script.timeit(call, warmup=0, repeats=1))
+    times = {name: float(np.median(v)) for name, v in samples.items()}
     tok = args.model_batch * args.model_len
     workload = (
         f"train step JRT {layers['jrt']}L vs Based {layers['based']}L, d={args.model_d}, "
@@ -284,7 +318,7 @@ def main(argv=None):
     parser.add_argument("--model-vocab", type=int, default=2048)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--skip", default="", help="comma list of parts to skip: prefill,decode,model")
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: prefill,pallas,decode,model")
     smoke = dict(
         lengths="64,128",
         d_model=32,
@@ -317,6 +351,10 @@ def main(argv=None):
         r, crossover = prefill_rows(args, w, dtype)
         rows += r
         notes.append(f"prefill crossover (PLA faster than softmax attention): {crossover}")
+    if "pallas" not in skip:
+        r, note = pallas_rows(args, w, dtype)
+        rows += r
+        notes.append(note)
     if "decode" not in skip:
         rows += decode_rows(args, w, dtype)
     if "model" not in skip:

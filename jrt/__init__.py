@@ -12,6 +12,7 @@ left-padded prompts as the authors' harness does).
 from jrt.config import MIXERS, JRTConfig, layer_pattern
 from jrt.convert import from_torch_state_dict, to_torch_state_dict
 from jrt.data import batch_iterator, mqar, recall_accuracy, repeat_context, set_disjointness
+from jrt.flops import flops_per_example
 from jrt.generate import decode_token, generate, pad_prompt, prefill_cache
 from jrt.losses import IGNORE, check_batch, cross_entropy, eval_metrics, loss_fn, make_loss_fn, mlm_mask
 from jrt.model import LM, init_params, sharding_examples
@@ -55,6 +56,7 @@ __all__ = [
     "eval_metrics",
     "evaluate",
     "feature_dim",
+    "flops_per_example",
     "from_torch_state_dict",
     "generate",
     "init_params",

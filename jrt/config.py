@@ -52,6 +52,8 @@ class JRTConfig(jaxzoo.Config):
     norm_eps: float = 1e-5  # RMSNorm epsilon (GPT2Config's layer_norm_epsilon)
     attn_eps: float = 1e-12  # LA/PLA denominator epsilon
     chunk_size: int | None = 64  # LA/PLA chunk length of the O(L) form; None: quadratic form
+    kernel: str = "auto"  # chunked LA/PLA: "auto" (the Pallas kernel of jrt.pallas on GPU/TPU, XLA on
+    # CPU), "xla", "pallas", or "interpret" (the Pallas kernel interpreted: CPU tests only, slow)
     mlm_prob: float = 0.15  # JRT: probability of masking each prefix token for the MLM loss (0: off)
     mlm_weight: float = 0.25  # JRT: loss = NTP + mlm_weight * MLM
     mask_token_id: int = -1  # [MASK] id of the MLM loss; -1 means vocab_size - 1 (the reference's 50263,
@@ -76,6 +78,10 @@ class JRTConfig(jaxzoo.Config):
             object.__setattr__(self, "precision", jaxzoo.Precision.of(self.precision))
         except ValueError as e:
             raise ValueError(f"precision must be a jaxzoo.Precision or a dtype name; {e}") from None
+        if self.kernel not in ("auto", "xla", "pallas", "interpret"):
+            raise ValueError(
+                f"kernel must be 'auto', 'xla', 'pallas' or 'interpret', but got {self.kernel!r}."
+            )
         if self.padding not in ("exact", "reference"):
             raise ValueError(f"padding must be 'exact' or 'reference', but got {self.padding!r}.")
         if not self.mixers:

@@ -268,10 +268,13 @@ class LinearAttention(nn.Module):
                     enc_mask=enc_mask,
                     eps=cfg.attn_eps,
                     chunk_size=cfg.chunk_size,
+                    kernel=cfg.kernel,
                 )
             else:
                 k_enc = v_enc = None
-                y = ops.linear_attention(q, k, v, mask=mask, eps=cfg.attn_eps, chunk_size=cfg.chunk_size)
+                y = ops.linear_attention(
+                    q, k, v, mask=mask, eps=cfg.attn_eps, chunk_size=cfg.chunk_size, kernel=cfg.kernel
+                )
             if self.mode == "prefill":
                 state = ops.prefill(k, v, k_enc, v_enc, mask=mask, enc_mask=enc_mask)
                 self.variable("cache", "kv", lambda: state.kv)

@@ -8,6 +8,13 @@ float32 rounding: a quadratic reference form (`chunk_size=None`), a chunked form
 chunk, a running [F, dv] state between chunks; O(L) time and memory), and a recurrent form
 (`prefill` + `decode_step`) with a constant-size state for generation.
 
+Speed. The chunked form never builds phi(k) or phi(q) ([.., 1 + f + f^2] per token, 68x the values at
+the 360M head shape f=16, dv=4): `feature_sums` forms the state's quadratic block from k (x) (w k v^T)
+and `feature_readout` reads it with q (q . S2), the same multiply-adds with 4x less memory traffic; this
+made the LA/PLA layer's train step ~4x faster on a CPU and PLA's encoder sums nearly free. `kernel=
+"pallas"` runs the chunked forward as the Pallas kernel of `jrt.pallas` (the default of `JRTConfig` on
+GPU/TPU).
+
 Padding. Token masks are True for real tokens. The reference code zeroes padded keys *before* the
 feature map, but phi(0) = [1, 0, ..., 0] != 0, so padded tokens still add weight 1 and their value to
 every sum. We instead zero phi(k) itself (a weight of exactly 0), so padded tokens contribute nothing.
@@ -31,6 +38,9 @@ __all__ = [
     "taylor_kernel",
     "feature_dim",
     "linear_attention",
+    "feature_sums",
+    "feature_readout",
+    "resolve_kernel",
     "prefix_linear_attention",
     "prefill",
     "decode_step",
@@ -181,12 +191,52 @@ def _exclusive_cumsum(x):
     return jnp.cumsum(jnp.concatenate([jnp.zeros_like(x[:, :1]), x[:, :-1]], axis=1), axis=1)
 
 
-def _chunked(q, k, v, w, state: LinearAttentionState | None, chunk_size: int, eps):
-    """Chunked O(L) form: exact kernel inside a chunk, running feature-space state across chunks.
+def feature_sums(k, v, w):
+    """sum_t w_t phi(k_t) v_t^T and sum_t w_t phi(k_t) over the token axis (-3), without building phi.
 
-    `state` (kv [B, H, F, dv], k_sum [B, H, F]) is the state before the first token (the encoder sums
-    for PLA, None for zeros).
+    k: [..., T, H, f]; v: [..., T, H, dv]; w: [..., T] key weights. Returns (kv [..., H, F, dv],
+    k_sum [..., H, F]) in the layout of `taylor_feature_map` ([1 | x / f^(1/4) | vec(x x^T) / sqrt(2f)]).
+    The quadratic block is sum_t k_t (x) (w_t k_t v_t^T): a [.., f, T] x [T, f * dv] matmul whose operand
+    holds f * dv floats per token instead of phi's 1 + f + f^2 (4x less memory traffic at f=16, dv=4, the
+    360M head shape, and the same multiply-adds).
     """
+    f = k.shape[-1]
+    a1, a2 = f**-0.25, 1.0 / math.sqrt(2.0 * f)
+    kw = k * w[..., None, None]
+    vw = v * w[..., None, None]
+    s0 = jnp.sum(vw, axis=-3)  # [..., H, dv]
+    s1 = a1 * jnp.einsum("...thi,...thd->...hid", k, vw)  # [..., H, f, dv]
+    kv = kw[..., :, None] * v[..., None, :]  # [..., T, H, f, dv]
+    s2 = a2 * jnp.einsum("...thj,...thid->...hjid", k, kv)  # [..., H, f, f, dv]
+    lead = s2.shape[:-3]
+    kv_state = jnp.concatenate([s0[..., None, :], s1, s2.reshape(*lead, f * f, s2.shape[-1])], axis=-2)
+    z0 = jnp.broadcast_to(jnp.sum(w, axis=-1)[..., None, None], (*s0.shape[:-1], 1))  # [..., H, 1]
+    z1 = a1 * jnp.sum(kw, axis=-3)  # [..., H, f]
+    z2 = a2 * jnp.einsum("...thi,...thj->...hij", kw, k)  # [..., H, f, f]
+    return kv_state, jnp.concatenate([z0, z1, z2.reshape(*lead, f * f)], axis=-1)
+
+
+def feature_readout(q, kv, k_sum):
+    """phi(q_c) . kv and phi(q_c) . k_sum without building phi(q).
+
+    q: [..., C, H, f]; kv: [..., H, F, dv]; k_sum: [..., H, F]. Returns (num [..., C, H, dv], den [..., C, H]).
+    """
+    f = q.shape[-1]
+    a1, a2 = f**-0.25, 1.0 / math.sqrt(2.0 * f)
+    s0, s1 = kv[..., 0, :], kv[..., 1 : 1 + f, :]
+    s2 = kv[..., 1 + f :, :].reshape(*kv.shape[:-2], f, f, kv.shape[-1])  # [..., H, f, f, dv]
+    num = s0[..., None, :, :] + a1 * jnp.einsum("...chi,...hid->...chd", q, s1)
+    t = jnp.einsum("...chi,...hijd->...chjd", q, s2)  # [..., C, H, f, dv]
+    num = num + a2 * jnp.einsum("...chj,...chjd->...chd", q, t)
+    z0, z1 = k_sum[..., 0], k_sum[..., 1 : 1 + f]
+    z2 = k_sum[..., 1 + f :].reshape(*k_sum.shape[:-1], f, f)
+    den = z0[..., None, :] + a1 * jnp.einsum("...chi,...hi->...ch", q, z1)
+    den = den + a2 * jnp.einsum("...chi,...hij,...chj->...ch", q, z2, q)
+    return num, den
+
+
+def _chunk_inputs(q, k, v, w, chunk_size: int):
+    """Pad L to a multiple of C (trailing zeros of weight 0) and split: [B, N, C, H, *], w [B, N, C]."""
     b, n, h, f = q.shape
     dv = v.shape[-1]
     c = chunk_size
@@ -195,35 +245,72 @@ def _chunked(q, k, v, w, state: LinearAttentionState | None, chunk_size: int, ep
         q, k, v = (jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0))) for x in (q, k, v))
         w = jnp.pad(w, ((0, 0), (0, pad)))
     nc = (n + pad) // c
-    qc = q.reshape(b, nc, c, h, f)
-    kc = k.reshape(b, nc, c, h, f)
-    vc = v.reshape(b, nc, c, h, dv)
-    wc = w.reshape(b, nc, c)
+    return (
+        q.reshape(b, nc, c, h, f),
+        k.reshape(b, nc, c, h, f),
+        v.reshape(b, nc, c, h, dv),
+        w.reshape(b, nc, c),
+    )
 
-    # Intra-chunk: the exact kernel, causal inside each chunk.
+
+def _intra_chunk(qc, kc, vc, wc):
+    """The exact kernel, causal inside each chunk: (num [B, N, C, H, dv], den [B, N, C, H])."""
+    c, f = qc.shape[2], qc.shape[-1]
     s = jnp.einsum("bnqhf,bnkhf->bnhqk", qc, kc) / math.sqrt(f)
     a = (1.0 + s + 0.5 * s * s) * jnp.tril(jnp.ones((c, c), jnp.float32)) * wc[:, :, None, None, :]
-    num = jnp.einsum("bnhqk,bnkhd->bnqhd", a, vc)  # [B, N, C, H, dv]
-    den = jnp.einsum("bnhqk->bnqh", a)  # [B, N, C, H]
+    return jnp.einsum("bnhqk,bnkhd->bnqhd", a, vc), jnp.einsum("bnhqk->bnqh", a)
+
+
+def _chunked(q, k, v, w, state: LinearAttentionState | None, chunk_size: int, eps):
+    """Chunked O(L) form: exact kernel inside a chunk, running feature-space state across chunks.
+
+    `state` (kv [B, H, F, dv], k_sum [B, H, F]) is the state before the first token (the encoder sums
+    for PLA, None for zeros).
+    """
+    b, n, h, _ = q.shape
+    dv = v.shape[-1]
+    qc, kc, vc, wc = _chunk_inputs(q, k, v, w, chunk_size)
+    num, den = _intra_chunk(qc, kc, vc, wc)
 
     # Inter-chunk: state before each chunk = exclusive prefix sum of per-chunk sums (+ initial state).
-    pk = taylor_feature_map(kc) * wc[..., None, None]  # [B, N, C, H, F]
-    kv_chunk = jnp.einsum("bnkhF,bnkhd->bnhFd", pk, vc)  # [B, N, H, F, dv]
-    ks_chunk = jnp.einsum("bnkhF->bnhF", pk)  # [B, N, H, F]
+    kv_chunk, ks_chunk = feature_sums(kc, vc, wc)  # [B, N, H, F, dv], [B, N, H, F]
     # (shifted inclusive sums, not cumsum - x: the latter cancels catastrophically in the backward pass)
     kv_prev = _exclusive_cumsum(kv_chunk)
     ks_prev = _exclusive_cumsum(ks_chunk)
     if state is not None:
         kv_prev = kv_prev + state.kv[:, None]
         ks_prev = ks_prev + state.k_sum[:, None]
-    pq = taylor_feature_map(qc)  # [B, N, C, H, F]
-    num = num + jnp.einsum("bnqhF,bnhFd->bnqhd", pq, kv_prev)
-    den = den + jnp.einsum("bnqhF,bnhF->bnqh", pq, ks_prev)
-    y = num / (den[..., None] + eps)
-    return y.reshape(b, nc * c, h, dv)[:, :n]
+    num_s, den_s = feature_readout(qc, kv_prev, ks_prev)
+    y = (num + num_s) / ((den + den_s)[..., None] + eps)
+    return y.reshape(b, -1, h, dv)[:, :n]
 
 
-def linear_attention(q, k, v, *, mask=None, eps: float = 1e-12, chunk_size: int | None = None):
+KERNELS = ("auto", "xla", "pallas", "interpret")
+
+
+def resolve_kernel(kernel: str) -> str:
+    """The chunked-form implementation: "auto" is "pallas" on GPU/TPU and "xla" elsewhere (CPU);
+    "interpret" runs the Pallas kernel with the interpreter (tests)."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, but got {kernel!r}.")
+    if kernel == "auto":
+        return "pallas" if jax.default_backend() in ("gpu", "cuda", "rocm", "tpu") else "xla"
+    return kernel
+
+
+def _run_chunked(q, k, v, w, state, chunk_size, eps, kernel):
+    if kernel == "xla":
+        return _chunked(q, k, v, w, state, chunk_size, eps)
+    from jrt.pallas import chunked_linear_attention
+
+    return chunked_linear_attention(
+        q, k, v, w, state, chunk_size=chunk_size, eps=eps, interpret=kernel == "interpret"
+    )
+
+
+def linear_attention(
+    q, k, v, *, mask=None, eps: float = 1e-12, chunk_size: int | None = None, kernel: str = "xla"
+):
     """Causal Taylor linear attention (Based).
 
     y_i = sum_{j<=i} phi(q_i).phi(k_j) v_j / (sum_{j<=i} phi(q_i).phi(k_j) + eps).
@@ -233,35 +320,46 @@ def linear_attention(q, k, v, *, mask=None, eps: float = 1e-12, chunk_size: int 
       mask: optional [B, L] bool, True for real tokens; padded keys get weight 0.
       eps: added to the denominator (1e-12 as in the reference's default path).
       chunk_size: None for the quadratic reference form, else the chunk length of the O(L) form.
+      kernel: the chunked form's implementation, "xla", "pallas" (`jrt.pallas`; forward kernel, XLA
+        backward), "interpret" (the Pallas kernel interpreted, for CPU tests) or "auto" (Pallas on GPU/TPU).
     Returns:
       [B, L, H, dv] in v's dtype (accumulation in float32).
     """
     _check_qkv(q, k, v)
     _check_mask("mask", mask, q.shape[:2])
     _check_chunk(chunk_size)
-    return _linear_attention(q, k, v, _key_weights(mask, *q.shape[:2]), eps=eps, chunk_size=chunk_size)
+    kernel = resolve_kernel(kernel)
+    w = _key_weights(mask, *q.shape[:2])
+    return _linear_attention(q, k, v, w, eps=eps, chunk_size=chunk_size, kernel=kernel)
 
 
-@functools.partial(jax.jit, static_argnames=("eps", "chunk_size"))
-def _linear_attention(q, k, v, w, *, eps, chunk_size):
+@functools.partial(jax.jit, static_argnames=("eps", "chunk_size", "kernel"))
+def _linear_attention(q, k, v, w, *, eps, chunk_size, kernel="xla"):
     out_dtype = v.dtype
     q, k, v = (x.astype(jnp.float32) for x in (q, k, v))
     if chunk_size is None:
         y = _quadratic(q, k, v, w, None, None, None, eps)
     else:
-        y = _chunked(q, k, v, w, None, chunk_size, eps)
+        y = _run_chunked(q, k, v, w, None, chunk_size, eps, kernel)
     return y.astype(out_dtype)
 
 
 def _encoder_state(k_enc, v_enc, w_enc) -> LinearAttentionState:
-    pk = taylor_feature_map(k_enc) * w_enc[..., None, None]  # [B, M, H, F]
-    return LinearAttentionState(
-        kv=jnp.einsum("bmhF,bmhd->bhFd", pk, v_enc), k_sum=jnp.einsum("bmhF->bhF", pk)
-    )
+    return LinearAttentionState(*feature_sums(k_enc, v_enc, w_enc))  # [B, H, F, dv], [B, H, F]
 
 
 def prefix_linear_attention(
-    q, k, v, k_enc, v_enc, *, mask=None, enc_mask=None, eps: float = 1e-12, chunk_size: int | None = None
+    q,
+    k,
+    v,
+    k_enc,
+    v_enc,
+    *,
+    mask=None,
+    enc_mask=None,
+    eps: float = 1e-12,
+    chunk_size: int | None = None,
+    kernel: str = "xla",
 ):
     """Prefix linear attention (JRT-RNN's PLA).
 
@@ -276,7 +374,7 @@ def prefix_linear_attention(
       mask: optional [B, L] bool, True for real tokens; the key weights of the causal term.
       enc_mask: optional [B, M] bool, the key weights of the encoder term (default mask[:, :M]; a ragged
         batch gathers each row's own first M real tokens, see `prefix_positions`).
-      eps, chunk_size: as in `linear_attention`.
+      eps, chunk_size, kernel: as in `linear_attention`.
     Returns:
       [B, L, H, dv] in v's dtype.
     """
@@ -285,19 +383,22 @@ def prefix_linear_attention(
     _check_mask("mask", mask, q.shape[:2])
     _check_enc_mask(enc_mask, k_enc.shape[:2])
     _check_chunk(chunk_size)
+    kernel = resolve_kernel(kernel)
     w = _key_weights(mask, *q.shape[:2])
     w_enc = w[:, : k_enc.shape[1]] if enc_mask is None else enc_mask.astype(jnp.float32)
-    return _prefix_linear_attention(q, k, v, k_enc, v_enc, w, w_enc, eps=eps, chunk_size=chunk_size)
+    return _prefix_linear_attention(
+        q, k, v, k_enc, v_enc, w, w_enc, eps=eps, chunk_size=chunk_size, kernel=kernel
+    )
 
 
-@functools.partial(jax.jit, static_argnames=("eps", "chunk_size"))
-def _prefix_linear_attention(q, k, v, k_enc, v_enc, w, w_enc, *, eps, chunk_size):
+@functools.partial(jax.jit, static_argnames=("eps", "chunk_size", "kernel"))
+def _prefix_linear_attention(q, k, v, k_enc, v_enc, w, w_enc, *, eps, chunk_size, kernel="xla"):
     out_dtype = v.dtype
     q, k, v, k_enc, v_enc = (x.astype(jnp.float32) for x in (q, k, v, k_enc, v_enc))
     if chunk_size is None:
         y = _quadratic(q, k, v, w, k_enc, v_enc, w_enc, eps)
     else:
-        y = _chunked(q, k, v, w, _encoder_state(k_enc, v_enc, w_enc), chunk_size, eps)
+        y = _run_chunked(q, k, v, w, _encoder_state(k_enc, v_enc, w_enc), chunk_size, eps, kernel)
     return y.astype(out_dtype)
 
 
@@ -328,9 +429,7 @@ def prefill(k, v, k_enc=None, v_enc=None, *, mask=None, enc_mask=None) -> Linear
 @jax.jit
 def _prefill(k, v, k_enc, v_enc, w, w_enc):
     k, v = k.astype(jnp.float32), v.astype(jnp.float32)
-    pk = taylor_feature_map(k) * w[..., None, None]  # [B, L, H, F]
-    kv = jnp.einsum("blhF,blhd->bhFd", pk, v)
-    ks = jnp.einsum("blhF->bhF", pk)
+    kv, ks = feature_sums(k, v, w)  # [B, H, F, dv], [B, H, F]
     if k_enc is not None:
         enc = _encoder_state(k_enc.astype(jnp.float32), v_enc.astype(jnp.float32), w_enc)
         kv, ks = kv + enc.kv, ks + enc.k_sum

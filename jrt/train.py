@@ -28,6 +28,7 @@ import optax
 import jaxzoo
 from jrt.config import JRTConfig
 from jrt.data import batch_iterator
+from jrt.flops import flops_per_example
 from jrt.losses import check_batch, eval_metrics, make_loss_fn
 from jrt.model import LM, sample_ids
 
@@ -166,6 +167,7 @@ def train(
     checkpoint_every: int = 0,
     progress: bool = True,
     desc: str = "jrt",
+    seq_len: int | None = None,
 ) -> tuple[jaxzoo.TrainState, list[dict]]:
     """Train `run` in one call; returns `(state, history)` (one history record per logged step).
 
@@ -175,9 +177,13 @@ def train(
     workdir: checkpoints and metrics; an existing run there is resumed (its config must equal `run`).
     rng: key of the training steps (MLM masks); default fold_in(key(run.seed), 1).
     num_steps: stop at this step instead of `run.steps` (the schedule still spans `run.steps`).
+    seq_len: tokens per sequence for the FLOP count passed to `jaxzoo.fit` (`flops_per_step = batch_size
+      * jrt.flops_per_example(run.model, seq_len)`); default: the data set's length, else `model.max_len`.
     """
     plan = init_state(run, mesh=mesh, workdir=workdir, zero1=zero1)
     step = make_train_step(run, mesh=mesh, state_sharding=plan.shardings)
+    if seq_len is None:
+        seq_len = np.shape(data["input_ids"])[1] if isinstance(data, Mapping) else run.model.max_len
     batches = batch_iterator(data, run.batch_size, seed=run.seed) if isinstance(data, Mapping) else data
     batches = _checked(batches, run.model)
     if mesh is not None:
@@ -196,6 +202,8 @@ def train(
         checkpoint_every=checkpoint_every,
         progress=progress,
         desc=desc,
+        examples_per_step=run.batch_size,
+        flops_per_step=run.batch_size * flops_per_example(run.model, seq_len),
     )
 
 
@@ -203,24 +211,22 @@ def evaluate(params, data: Mapping[str, np.ndarray], cfg: JRTConfig, *, batch_si
     """`eval_metrics` over a whole data set, in batches: {"loss", "accuracy", "example_accuracy"}.
 
     Batches are equal-sized (the last partial batch is dropped; at least one batch is used), and the
-    metrics are means over batches. With `mesh`, each batch is split over "data".
+    metrics are means over them (`jaxzoo.evaluate`). With `mesh`, each batch is split over "data"; in a
+    multi-process run pass each process's own rows (every process the same number) and `batch_size` per
+    process: all processes get the metrics of the whole set.
     """
     n = len(next(iter(data.values())))
     if n == 0:
         raise ValueError("evaluate needs at least one example, but the data set is empty.")
     size = min(batch_size, n)
-    fn = _eval_fn(cfg)
-    sums: dict[str, float] = {}
-    count = 0
-    for i in range(0, n - size + 1, size):
-        batch = {k: v[i : i + size] for k, v in data.items()}
-        check_batch(cfg, batch, training=False)
-        if mesh is not None:
-            batch = jaxzoo.shard_batch(batch, mesh)
-        for k, v in jax.device_get(fn(params, batch)).items():
-            sums[k] = sums.get(k, 0.0) + float(v)
-        count += 1
-    return {k: v / count for k, v in sums.items()}
+
+    def batches():
+        for i in range(0, n - size + 1, size):
+            batch = {k: v[i : i + size] for k, v in data.items()}
+            check_batch(cfg, batch, training=False)
+            yield batch
+
+    return jaxzoo.evaluate(_eval_fn(cfg), params, batches(), mesh=mesh)
 
 
 def _checked(batches, cfg: JRTConfig):
