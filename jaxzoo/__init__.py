@@ -18,6 +18,7 @@ from jaxzoo.checkpoint import Checkpointer
 from jaxzoo.config import Config, check_resume_config, load_config, save_config
 from jaxzoo.distributed import initialize
 from jaxzoo.nn import (
+    Conv,
     DenseGeneral,
     GroupNorm,
     LayerNorm,
@@ -52,6 +53,7 @@ __all__ = [
     "DEFAULT_RULES",
     "Checkpointer",
     "Config",
+    "Conv",
     "DenseGeneral",
     "GroupNorm",
     "LayerNorm",

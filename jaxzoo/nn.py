@@ -3,6 +3,8 @@
 - ``DenseGeneral``: Flax's ``nn.DenseGeneral`` initialises its kernel flat ([prod(in), prod(out)]) and
   reshapes it, so logical axis names for a multi-axis kernel (``("embed", "heads", "head_dim")``) do not
   fit it and sharded initialisation fails. Here the kernel is created at its real shape.
+- ``Conv``: an N-d channels-last convolution with its kernel at [*k, in, out] under logical names, torch's
+  default initialisation, explicit or causal padding (the video VAEs' causal 3-D convolutions).
 - ``dot_product_attention``: one masking convention: ``mask`` True = attend; a query row whose keys are
   all masked returns zeros (never an average of padding).
 - ``layer_norm`` / ``rms_norm`` / ``group_norm`` with PyTorch numerics (biased variance, eps inside the
@@ -81,6 +83,64 @@ class DenseGeneral(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------ attention
+def torch_conv_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """PyTorch's ConvNd / Linear default (kaiming-uniform with a = sqrt(5): U(+-1/sqrt(fan_in))) for a
+    kernel [*k, in, out], drawn as a 2-D [prod(k) in, out] array and reshaped (same fans; XLA:CPU compiles
+    rank-5 random draws very slowly)."""
+    flat = (math.prod(shape[:-1]), shape[-1])
+    return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")(key, flat, dtype).reshape(shape)
+
+
+class Conv(nn.Module):
+    """N-d convolution, channels last: x [B, *S, Cin] -> [B, *S', features]; kernel [*k, Cin, features]
+    (a torch weight [out, in, *k] transposed), bias [features].
+
+    padding: None for k // 2 zeros on both sides of every spatial axis; "causal" for (k - stride, 0) on
+    the first spatial axis (time: an output never sees later inputs) and k // 2 on the others; or explicit
+    ((lo, hi), ...) per spatial axis. Logical names: "kernel" on the first tap axis (Flax refuses a
+    repeated name, so the other taps are None), "conv_in", "conv_out" (``axes`` overrides them).
+    """
+
+    features: int
+    kernel_size: tuple[int, ...]
+    strides: tuple[int, ...] | None = None
+    padding: str | tuple[tuple[int, int], ...] | None = None
+    use_bias: bool = True
+    kernel_init: Initializer = torch_conv_init
+    bias_init: Initializer = nn.initializers.zeros
+    axes: tuple[str | None, ...] | None = None
+    dtype: Any = jnp.float32  # computation dtype
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = tuple(self.kernel_size)
+        nd = len(k)
+        if nd not in (1, 2, 3) or x.ndim != nd + 2:
+            raise ValueError(f"Conv with a {nd}-d kernel {k} expects x [B, {nd} spatial axes, C]; got {x.shape}")
+        strides = tuple(self.strides) if self.strides is not None else (1,) * nd
+        if self.padding is None:
+            pad = tuple((kk // 2, kk // 2) for kk in k)
+        elif self.padding == "causal":
+            pad = ((max(k[0] - strides[0], 0), 0),) + tuple((kk // 2, kk // 2) for kk in k[1:])
+        elif isinstance(self.padding, str):
+            raise ValueError(f"Conv padding must be None, 'causal' or ((lo, hi), ...); got {self.padding!r}")
+        else:
+            pad = tuple(tuple(p) for p in self.padding)
+        names = self.axes if self.axes is not None else ("kernel",) + (None,) * (nd - 1) + ("conv_in", "conv_out")
+        kernel = self.param("kernel", nn.with_logical_partitioning(self.kernel_init, tuple(names)),
+                            (*k, x.shape[-1], self.features), self.param_dtype)
+        spatial = "DHW"[3 - nd :]
+        y = jax.lax.conv_general_dilated(
+            x.astype(self.dtype), kernel.astype(self.dtype), window_strides=strides, padding=pad,
+            dimension_numbers=(f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"))
+        if self.use_bias:
+            bias = self.param("bias", nn.with_logical_partitioning(self.bias_init, (names[-1],)),
+                              (self.features,), self.param_dtype)
+            y = y + bias.astype(self.dtype)
+        return y
+
+
 def dot_product_attention(
     q: jax.Array,
     k: jax.Array,

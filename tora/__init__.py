@@ -17,6 +17,7 @@ from tora.config import (
     TrajectoryExtractorConfig,
     VAEConfig,
 )
+from tora.flops import flops_per_example, forward_flops
 from tora.flow import latent_shift_ratio, make_loss_fn, sample_t, training_inputs
 from tora.motion import FUSER_VARIANTS, MotionGuidanceFuser, TrajectoryExtractor
 from tora.sample import euler_timesteps, make_sampler
@@ -43,11 +44,23 @@ from tora.trajectory import (
     trajectory_to_flow,
 )
 from tora.vae import VAE3D, kl_divergence, make_vae_loss_fn
-from tora.weights import load_opensora, opensora_state_dict_shapes
+from tora.vae_opensora import OpenSoraVAE, OpenSoraVAEConfig, SDVAEConfig, TemporalVAEConfig
+from tora.weights import (
+    load_opensora,
+    load_opensora_vae,
+    opensora_state_dict_shapes,
+    opensora_vae_state_dict_shapes,
+)
 
 __all__ = [
     "FUSER_VARIANTS",
     "OPENSORA_OPTIMIZER",
+    "OpenSoraVAE",
+    "OpenSoraVAEConfig",
+    "SDVAEConfig",
+    "TemporalVAEConfig",
+    "load_opensora_vae",
+    "opensora_vae_state_dict_shapes",
     "FlowConfig",
     "MotionGuidanceFuser",
     "RunConfig",
@@ -66,7 +79,9 @@ __all__ = [
     "VAEConfig",
     "build_model",
     "euler_timesteps",
+    "flops_per_example",
     "flow_to_rgb",
+    "forward_flops",
     "freeze",
     "init_state",
     "kl_divergence",
@@ -141,10 +156,17 @@ def sharding_examples() -> list[tuple[str, object, tuple]]:
         ("ResnetBlock", motion.ResnetBlock(ext), (jnp.zeros((4, 2, 2, ext.channels)),)),
         ("TrajectoryExtractor", TrajectoryExtractor(ext), (rgb,)),
         ("Tora", Tora(tora_cfg), (jnp.zeros((4, 1, 2, 2, 3)), t, y, rgb)),
-        ("CausalConv3d", vae.CausalConv3d(8), (video,)),
         ("ResBlock", vae.ResBlock(8, 4), (jnp.zeros((4, 2, 4, 4, 8)),)),
         ("Encoder", vae.Encoder(v), (video,)),
         ("Decoder", vae.Decoder(v), (jnp.zeros((4, 1, 1, 1, v.latent_channels)),)),
         ("VAE3D", VAE3D(v), (video,)),
         ("TokenTextEncoder", TokenTextEncoder(tc), (ids, mask)),
+        *_vae_opensora_examples(),
     ]
+
+
+def _vae_opensora_examples() -> list[tuple[str, object, tuple]]:
+    """sharding_examples() entries of tora/vae_opensora.py (Open-Sora 1.2's VAE), at OpenSoraVAEConfig.tiny()."""
+    from tora import vae_opensora
+
+    return vae_opensora.sharding_examples()

@@ -12,6 +12,7 @@ import dataclasses
 import jaxzoo
 
 FUSERS = (None, "channel", "cross_attention", "adanorm")
+REMAT_POLICIES = ("none", "block", "dots")
 TRAINABLE = ("motion", "motion+temporal", "all")
 
 
@@ -46,10 +47,17 @@ class STDiTConfig(jaxzoo.Config):
     train_null_caption: bool = False  # False: the null caption y_embedding is fixed (Open-Sora's buffer);
     # True: it learns like any other parameter
     rope_theta: float = 10000.0  # RoPE base of the temporal attention
+    final_t0_on_modulated: bool = True  # final layer on conditioning frames (x_mask False): True modulates
+    # the already t-modulated x again with the t=0 shift/scale, as Open-Sora 1.2's T2IFinalLayer does;
+    # False modulates the block output's norm with the t=0 shift/scale instead
     precision: jaxzoo.Precision = jaxzoo.Precision()  # compute dtype float32 or bfloat16; params stay float32
-    remat: bool = False  # rematerialise each block pair in the backward pass (saves activation memory)
+    remat: str = "block"  # activation rematerialisation in the backward pass (REMAT_POLICIES): "none" keeps
+    # every activation, "block" recomputes each block (pair with scan) from its input, "dots" keeps the
+    # outputs of the weight matmuls and recomputes the rest (attention, norms, GELU). Default "block": the
+    # longest clips fit (benchmarks/tora_step.py's memory table); True / False mean "block" / "none"
     scan: bool = False  # nn.scan over depth: one compiled block pair, parameters stacked on a "layers" axis
-    shard_sequence: bool = False  # shard tokens' H' axis (logical "length") over "model" (see `rules`)
+    shard_sequence: bool = False  # shard tokens' H' axis (logical "length") over "model" (see `rules`); with
+    # a "model" mesh axis, set it for long clips (benchmarks/tora_step.py: ~7x less memory per device on 8)
     motion_fuser: str | None = None  # Tora motion hook: None, "channel", "cross_attention" or "adanorm"
     motion_channels: int = 0  # width of the motion features handed to each block
     motion_position: str = "temporal"  # block kind whose self-attention input gets the motion features
@@ -75,6 +83,10 @@ class STDiTConfig(jaxzoo.Config):
                 f"{self.in_channels}, {self.caption_channels}, {self.depth}, {self.model_max_length}."
             )
         _check_precision("STDiTConfig", self.precision)
+        if isinstance(self.remat, bool):
+            object.__setattr__(self, "remat", "block" if self.remat else "none")
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"remat must be one of {REMAT_POLICIES} (or a bool); got {self.remat!r}.")
         if self.motion_fuser not in FUSERS:
             raise ValueError(f"motion_fuser must be one of {FUSERS}; got {self.motion_fuser!r}.")
         if self.motion_fuser is not None and self.motion_channels < 1:
@@ -112,8 +124,10 @@ class STDiTConfig(jaxzoo.Config):
 
     @classmethod
     def tiny(cls, **overrides) -> STDiTConfig:
-        """A CPU-sized model for tests and examples (2 block pairs of width 32)."""
+        """A CPU-sized model for tests and examples (2 block pairs of width 32, no remat: memory is no
+        concern at this size and recomputation only costs time)."""
         base = dict(
+            remat="none",
             in_channels=4,
             caption_channels=16,
             model_max_length=8,
@@ -284,6 +298,13 @@ class ToraConfig(jaxzoo.Config):
     kernel_size: int = 99  # blur kernel size (odd); paper: 99
     max_tracks: int = 16  # stage 2: up to this many sparse tracks per clip (N ~ U{1..max_tracks})
     track_stride: int = 32  # stage 2: grid stride of candidate track starts (pixels)
+    blur_padding: str = "zero"  # border of the trajectory blur: "zero" (Tora's training code, conv2d
+    # padding="same"; the default: what a model sees in training) or "reflect" (its inference code,
+    # cv2.filter2D's BORDER_REFLECT_101)
+    color_norm: str = "clip"  # flow colouring: "clip" divides by the clip's largest flow norm (Tora's
+    # inference code and the default: keeps relative speed along the clip); "chunk" by each group of
+    # color_chunk frames' own maximum (its training code, a side effect of batching RAFT)
+    color_chunk: int = 2  # frames per group with color_norm="chunk" (Tora: max(B T // 20, 1) = 2 at 49 frames)
 
     def __post_init__(self):
         s, e = self.stdit, self.extractor
@@ -310,6 +331,18 @@ class ToraConfig(jaxzoo.Config):
             raise ValueError(f"kernel_size must be a positive odd integer, got {self.kernel_size}.")
         if self.max_tracks < 1 or self.track_stride < 1 or self.sigma <= 0:
             raise ValueError("max_tracks, track_stride and sigma must be positive.")
+        if self.blur_padding not in ("zero", "reflect"):
+            raise ValueError(f"blur_padding must be 'zero' or 'reflect'; got {self.blur_padding!r}.")
+        if self.color_norm not in ("clip", "chunk") or self.color_chunk < 1:
+            raise ValueError(
+                f"color_norm must be 'clip' or 'chunk' and color_chunk >= 1; got {self.color_norm!r}, "
+                f"{self.color_chunk}."
+            )
+
+    @property
+    def color_chunk_frames(self) -> int | None:
+        """The `chunk` argument of `tora.flow_to_rgb` for this config: None per clip, else color_chunk."""
+        return self.color_chunk if self.color_norm == "chunk" else None
 
     @property
     def rules(self) -> jaxzoo.sharding.Rules:

@@ -215,9 +215,20 @@ class BlockPair(nn.Module):
         return x, None
 
 
+def remat(cls, policy: str):
+    """`cls` wrapped for the backward pass by `STDiTConfig.remat`: "none" as is, "block" recomputed from its
+    input (`nn.remat`), "dots" keeping the weight-matmul outputs (`dots_with_no_batch_dims_saveable`: the
+    attention scores and everything elementwise are recomputed)."""
+    if policy == "none":
+        return cls
+    if policy == "dots":
+        return nn.remat(cls, policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
+    return nn.remat(cls)
+
+
 def _block(cfg, cls, name):
-    if cfg.remat and not cfg.scan:
-        cls = nn.remat(cls)
+    if not cfg.scan:
+        cls = remat(cls, cfg.remat)
     return cls(cfg, name=name)
 
 
@@ -266,8 +277,11 @@ class CaptionEmbedder(nn.Module):
 class FinalLayer(nn.Module):
     """`T2IFinalLayer`: LN, modulate with (table(2, C) + t), Linear to patch * out_channels.
 
-    Open-Sora computes the t=0 branch from the already-modulated x (it reuses the name x); we modulate the
-    same norm_final(x) for both branches, which is what the masked-frame path intends.
+    On conditioning frames (x_mask False) Open-Sora 1.2 computes the t=0 branch from the already-modulated
+    x (`x = t2i_modulate(norm_final(x), shift, scale)`, then `x_zero = t2i_modulate(norm_final(x),
+    shift_zero, scale_zero)`: it reuses the name x). `cfg.final_t0_on_modulated=True` (default) does the
+    same, so released weights give Open-Sora's outputs; False modulates norm_final(x) of the block output
+    for both branches (what the masked-frame path presumably intends). Noised frames are the same either way.
     """
 
     config: STDiTConfig
@@ -288,7 +302,8 @@ class FinalLayer(nn.Module):
         shift, scale = mods(t_emb)
         out = ops.modulate(xn, shift, scale)
         if x_mask is not None:
-            out = ops.frame_select(x_mask, out, ops.modulate(xn, *mods(t0_emb)))
+            src = jaxzoo.layer_norm(out, eps=1e-6) if cfg.final_t0_on_modulated else xn
+            out = ops.frame_select(x_mask, out, ops.modulate(src, *mods(t0_emb)))
         p = int(np.prod(cfg.patch_size)) * cfg.out_channels
         return _dense(p, ("embed", None), "linear", _dtype(cfg))(out)
 
@@ -478,7 +493,7 @@ class STDiT(nn.Module):
         if motion is not None and any(m is None for m in motion):
             raise ValueError("with cfg.scan=True, motion must be None or have an entry for every block pair.")
         stacked = None if motion is None else jnp.stack(list(motion))
-        cls = nn.remat(BlockPair) if cfg.remat else BlockPair
+        cls = remat(BlockPair, cfg.remat)
         scanned = nn.scan(
             cls,
             variable_axes={"params": 0},

@@ -182,8 +182,9 @@ def motion_condition(
     """The training condition from dense flow [B, F, H, W, 2]: (flow RGB [B, F, H, W, 3], flow [B, F, H, W, 2]).
 
     Stage 1: the dense flow itself. Stage 2: `sample_sparse_tracks` (1..max_tracks weighted grid points
-    propagated through the flow), splatted and blurred as at inference. Each clip is coloured with its own
-    maximum norm (`flow_to_rgb` per clip). `stage` is 1, 2, or an int array [B] of them (traced: one
+    propagated through the flow), splatted and blurred as at inference (border `cfg.blur_padding`). Each
+    clip is coloured with its own maximum norm (`flow_to_rgb` per clip), or each group of `cfg.color_chunk`
+    frames with its own with `cfg.color_norm="chunk"`. `stage` is 1, 2, or an int array [B] of them (traced: one
     compiled step serves both stages). Jittable.
     """
     if isinstance(stage, int) and stage not in (1, 2):
@@ -197,7 +198,8 @@ def motion_condition(
 
         def one(key, fl):
             tracks, mask = sample_sparse_tracks(key, fl, max_tracks=cfg.max_tracks, stride=cfg.track_stride)
-            return splat_and_blur(tracks, mask, f, h, w, sigma=cfg.sigma, kernel_size=cfg.kernel_size)
+            return splat_and_blur(tracks, mask, f, h, w, sigma=cfg.sigma, kernel_size=cfg.kernel_size,
+                                  padding=cfg.blur_padding)
 
         sparse = jax.vmap(one)(jax.random.split(rng, b), dense_flow)
         if isinstance(stage, int):
@@ -205,7 +207,7 @@ def motion_condition(
         else:
             two = jnp.broadcast_to(jnp.asarray(stage), (b,)) == 2
             flow = jnp.where(two[:, None, None, None, None], sparse, dense_flow)
-    return jax.vmap(flow_to_rgb)(flow), flow
+    return jax.vmap(functools.partial(flow_to_rgb, chunk=cfg.color_chunk_frames))(flow), flow
 
 
 def make_tora_loss_fn(

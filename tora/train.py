@@ -29,6 +29,7 @@ from jax.sharding import Mesh
 
 import jaxzoo
 from tora.config import RunConfig, STDiTConfig, ToraConfig, VAEConfig
+from tora.flops import flops_per_example
 from tora.flow import make_loss_fn
 from tora.motion import TrajectoryExtractor
 from tora.stdit import STDiT
@@ -147,12 +148,19 @@ def train(
     checkpoint_every: int = 0,
     progress: bool = True,
     desc: str = "train",
+    flops_per_step: float | None = None,
 ) -> tuple[jaxzoo.TrainState, list[dict]]:
     """Train `run.steps` steps on `data` (`step -> batch`, or an iterable) in one call: plan (or restore)
     the state, build the step, `jaxzoo.fit` with `config=run` (so `jaxzoo.rebuild(workdir)` works).
     Returns (state, history); batches are placed over the mesh's "data" axis when a mesh is given.
     num_steps: stop at this step instead of `run.steps` (a later call with the same workdir resumes);
-    rng: the key of the training noise (default `fold_in(key(run.seed), 1)`)."""
+    rng: the key of the training noise (default `fold_in(key(run.seed), 1)`).
+    data may be a grain loader over files (`jaxzoo.data.make_loader(jaxzoo.data.ShardedArrays(dir), ...)`,
+    pass `iter(loader)`): `jaxzoo.fit` saves its position with the checkpoints, so a resumed run sees the
+    batches an uninterrupted one would. flops_per_step: FLOPs of one step for `fit`'s FLOP/s and MFU;
+    default `run.batch_size * tora.flops_per_example(run.model, ...)` at the shapes of `data(0)` when data
+    is a callable and the model an ST-DiT or Tora (not counted for an iterable, whose first batch would be
+    consumed)."""
     plan = init_state(run, mesh=mesh, workdir=workdir, zero1=zero1, params=params)
     if isinstance(run.model, ToraConfig):
         msg = untrained_base_warning(run.model, plan.state.params)
@@ -166,5 +174,10 @@ def train(
             jaxzoo.shard_batch(b, mesh) for b in data)
     rng = jax.random.fold_in(jax.random.key(run.seed), 1) if rng is None else rng
     num_steps = run.steps if num_steps is None else num_steps
+    if flops_per_step is None and callable(data) and not isinstance(run.model, VAEConfig):
+        first = data(0)
+        flops_per_step = run.batch_size * flops_per_example(run.model, tuple(jnp.shape(first["x"])[1:4]),
+                                                            jnp.shape(first["y"])[1])
     return jaxzoo.fit(plan.state, step, batches, num_steps=num_steps, rng=rng, workdir=workdir, config=run,
-                      log_every=log_every, checkpoint_every=checkpoint_every, progress=progress, desc=desc)
+                      log_every=log_every, checkpoint_every=checkpoint_every, progress=progress, desc=desc,
+                      examples_per_step=run.batch_size, flops_per_step=flops_per_step)

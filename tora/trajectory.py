@@ -67,17 +67,39 @@ def resample_trajectory(points, num_frames: int) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def _gaussian_band(n: int, sigma: float, kernel_size: int) -> jax.Array:
-    """[n, n] matrix A[i, j] = exp(-(i-j)^2 / (2 sigma^2)) for |i-j| <= kernel_size // 2, else 0.
+BLUR_PADDINGS = ("zero", "reflect")
 
-    Multiplying by it on both sides is the separable 2-D Gaussian correlation with zero padding.
+
+def _reflect101(p: np.ndarray, n: int) -> np.ndarray:
+    """Indices p mapped into [0, n) by mirroring without repeating the edge (OpenCV's BORDER_REFLECT_101,
+    numpy's "reflect", scipy's "mirror"), repeatedly, so offsets beyond the frame work too."""
+    if n == 1:
+        return np.zeros_like(p)
+    period = 2 * (n - 1)
+    q = np.mod(p, period)
+    return np.where(q < n, q, period - q)
+
+
+def _gaussian_band(n: int, sigma: float, kernel_size: int, padding: str = "zero") -> jax.Array:
+    """[n, n] matrix A with (A x)[i] = sum_{|d| <= kernel_size // 2} exp(-d^2 / (2 sigma^2)) x[i + d].
+
+    Multiplying by it on both sides is the separable 2-D Gaussian correlation. padding "zero": samples
+    outside the frame are 0 (Tora's training code, `conv2d(padding="same")`); "reflect": mirrored without
+    repeating the edge pixel (Tora's inference code, `cv2.filter2D`'s default BORDER_REFLECT_101).
     """
-    d = jnp.arange(n)[:, None] - jnp.arange(n)[None, :]
-    g = jnp.exp(-(d.astype(jnp.float32) ** 2) / (2.0 * sigma**2))
-    return jnp.where(jnp.abs(d) <= kernel_size // 2, g, 0.0)
+    r = kernel_size // 2
+    d = np.arange(-r, r + 1)
+    g = np.exp(-(d.astype(np.float64) ** 2) / (2.0 * sigma**2))
+    src = np.arange(n)[:, None] + d[None, :]  # [n, K] sample index of each tap
+    if padding == "reflect":
+        src = _reflect101(src, n)
+    a = np.zeros((n, n))
+    ok = (src >= 0) & (src < n)
+    np.add.at(a, (np.broadcast_to(np.arange(n)[:, None], src.shape)[ok], src[ok]), np.broadcast_to(g, src.shape)[ok])
+    return jnp.asarray(a, jnp.float32)
 
 
-@functools.partial(jax.jit, static_argnames=("num_frames", "height", "width", "sigma", "kernel_size"))
+@functools.partial(jax.jit, static_argnames=("num_frames", "height", "width", "sigma", "kernel_size", "padding"))
 def splat_and_blur(
     tracks: jax.Array,
     weights: jax.Array | None,
@@ -87,11 +109,13 @@ def splat_and_blur(
     *,
     sigma: float = 10.0,
     kernel_size: int = 99,
+    padding: str = "zero",
 ) -> jax.Array:
     """The kernel behind `trajectory_to_flow`; jittable, no value checks.
 
     tracks [K, T, 2] (x, y) in pixels; weights [K] (0 drops a track, e.g. padding) or None.
-    Positions are rounded half-to-even (numpy's rule) and clipped into the frame.
+    Positions are rounded half-to-even (numpy's rule) and clipped into the frame. padding: the blur's
+    border, "zero" or "reflect" (see `trajectory_to_flow`).
     Returns flow [T, H, W, 2] float32.
     """
     tracks = jnp.asarray(tracks, jnp.float32)
@@ -103,8 +127,10 @@ def splat_and_blur(
     ti = jnp.broadcast_to(jnp.arange(1, num_frames)[None, :], xi.shape)
     flow = jnp.zeros((num_frames, height, width, 2), jnp.float32)
     flow = flow.at[ti, yi, xi].add(disp)  # sparse displacements; several tracks add up
-    ah = _gaussian_band(height, sigma, kernel_size)
-    aw = _gaussian_band(width, sigma, kernel_size)
+    if padding not in BLUR_PADDINGS:
+        raise ValueError(f"padding must be one of {BLUR_PADDINGS}; got {padding!r}.")
+    ah = _gaussian_band(height, sigma, kernel_size, padding)
+    aw = _gaussian_band(width, sigma, kernel_size, padding)
     hi = jax.lax.Precision.HIGHEST
     return jnp.einsum("yi,tijc,xj->tyxc", ah, flow, aw, precision=hi)
 
@@ -118,13 +144,18 @@ def trajectory_to_flow(
     sigma: float = 10.0,
     kernel_size: int = 99,
     clip: bool = False,
+    padding: str = "zero",
 ) -> jax.Array:
     """K trajectories -> Tora's blurred sparse flow map.
 
     Args:
       tracks: [K, num_frames, 2] (x, y) in pixels (or [num_frames, 2] for one trajectory).
       sigma, kernel_size: the Gaussian exp(-(dx^2+dy^2)/(2 sigma^2)), centre value 1 (not normalised
-        to sum 1, as Tora's `cv2.filter2D` kernel), odd size, zero padding at the borders.
+        to sum 1, as Tora's kernel), odd size.
+      padding: the blur's border. "zero" (default): Tora's training code (`get_trajs` /
+        `get_flow_from_points` in sat/train_video.py, `conv2d(..., padding="same")`); "reflect": Tora's
+        inference code (`process_traj` in sat/utils/flow_utils.py, `cv2.filter2D` with OpenCV's default
+        BORDER_REFLECT_101), which adds mirrored mass within kernel_size // 2 pixels of the frame edge.
       clip: clip points outside the frame into it instead of raising.
     Returns:
       flow [num_frames, height, width, 2] float32: frame 0 zero; frame i+1 holds p_{i+1} - p_i of every
@@ -134,6 +165,8 @@ def trajectory_to_flow(
         raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}.")
     if sigma <= 0:
         raise ValueError(f"sigma must be positive, got {sigma}.")
+    if padding not in BLUR_PADDINGS:
+        raise ValueError(f"padding must be one of {BLUR_PADDINGS}; got {padding!r}.")
     if num_frames < 1 or height < 1 or width < 1:
         raise ValueError(f"num_frames, height and width must be positive, got {(num_frames, height, width)}.")
     if not isinstance(tracks, jax.Array):
@@ -169,7 +202,8 @@ def trajectory_to_flow(
             [jnp.clip(tracks[..., 0], 0, width - 1), jnp.clip(tracks[..., 1], 0, height - 1)], -1
         )
     return splat_and_blur(
-        tracks, None, num_frames=num_frames, height=height, width=width, sigma=sigma, kernel_size=kernel_size
+        tracks, None, num_frames=num_frames, height=height, width=width, sigma=sigma, kernel_size=kernel_size,
+        padding=padding,
     )
 
 
@@ -201,9 +235,18 @@ def _make_colorwheel() -> np.ndarray:
 COLORWHEEL = _make_colorwheel()
 
 
-@functools.partial(jax.jit, static_argnames=("quantize",))
-def _flow_to_rgb(flow: jax.Array, quantize: bool) -> jax.Array:
-    max_norm = jnp.max(jnp.sqrt(jnp.sum(flow**2, axis=-1)))
+@functools.partial(jax.jit, static_argnames=("quantize", "chunk"))
+def _flow_to_rgb(flow: jax.Array, quantize: bool, chunk: int | None = None) -> jax.Array:
+    norms = jnp.sqrt(jnp.sum(flow**2, axis=-1))  # [..., T, H, W]
+    if chunk is None:
+        max_norm = jnp.max(norms)
+    else:  # one maximum per group of `chunk` consecutive frames (axis -4 of the flow)
+        t = flow.shape[-4]
+        per_frame = jnp.max(norms, axis=(-2, -1))  # [..., T]
+        groups = jnp.arange(t) // chunk
+        same = groups[:, None] == groups[None, :]  # [T, T]
+        per_chunk = jnp.max(jnp.where(same, per_frame[..., None, :], 0.0), axis=-1)  # [..., T]
+        max_norm = per_chunk[..., None, None, None]
     f = flow / (max_norm + np.finfo(np.float32).eps)
     norm = jnp.sqrt(jnp.sum(f**2, axis=-1))  # [..., H, W]
     wheel = jnp.asarray(COLORWHEEL) / 255.0  # [55, 3]
@@ -220,18 +263,30 @@ def _flow_to_rgb(flow: jax.Array, quantize: bool) -> jax.Array:
     return jnp.clip(col * 2.0 - 1.0, -1.0, 1.0)  # XLA may turn /255 into *(1/255): 1 + 1 ulp
 
 
-def flow_to_rgb(flow: jax.Array, *, quantize: bool = True) -> jax.Array:
+COLOR_NORMS = ("clip", "chunk")
+
+
+def flow_to_rgb(flow: jax.Array, *, quantize: bool = True, chunk: int | None = None) -> jax.Array:
     """Flow [..., H, W, 2] -> RGB [..., H, W, 3] in [-1, 1] (Middlebury wheel, as `torchvision.utils.flow_to_image`).
 
-    The flow is divided by its largest vector norm over the whole array passed in (the whole clip, as
-    Tora does), plus float32 eps. Zero flow is white (1, 1, 1). With ``quantize`` (default) the colour is
-    floored to 8 bits as torchvision's uint8 image is, then mapped ``/255*2-1`` as Tora feeds its VAE.
+    chunk None (default): the flow is divided by its largest vector norm over the whole array passed in (the
+    whole clip: Tora's inference code, `flow_to_image` of the clip in sat/sample_video.py), plus float32
+    eps. chunk k: the frames (axis -4 of [..., T, H, W, 2]) are split into consecutive groups of k, each
+    divided by its own largest norm (Tora's training code: `flow_to_image_in_batches` with
+    raft_batchsize = max(B T // 20, 1) frames, 2 for its 49-frame clips at batch 1). Zero flow is white
+    (1, 1, 1). With ``quantize`` (default) the colour is floored to 8 bits as torchvision's uint8 image
+    is, then mapped ``/255*2-1`` as Tora feeds its VAE.
     """
     flow = flow if hasattr(flow, "ndim") else np.asarray(flow, np.float32)
     if flow.ndim < 3 or flow.shape[-1] != 2:
         raise ValueError(f"flow must have shape [..., H, W, 2], got shape {tuple(flow.shape)}.")
+    if chunk is not None and (flow.ndim < 4 or int(chunk) < 1):
+        raise ValueError(
+            f"chunk needs a positive frame count and flow [..., T, H, W, 2]; got chunk={chunk}, shape "
+            f"{tuple(flow.shape)}."
+        )
     _check_finite("flow", flow)
-    return _flow_to_rgb(jnp.asarray(flow, jnp.float32), quantize)
+    return _flow_to_rgb(jnp.asarray(flow, jnp.float32), quantize, None if chunk is None else int(chunk))
 
 
 def _check_finite(name: str, a) -> None:

@@ -11,7 +11,6 @@ Tora uses this architecture as its motion VAE.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -20,14 +19,6 @@ import jax.numpy as jnp
 
 import jaxzoo
 from tora.config import VAEConfig
-
-
-# PyTorch's Conv3d default (kaiming_uniform with a = sqrt(5)), which Open-Sora's VAE keeps.
-# Drawn as a 2-D [kt kh kw cin, cout] array and reshaped: same fans, and XLA:CPU compiles a rank-5 random
-# draw very slowly (seconds per convolution).
-def _torch_conv_init(key, shape, dtype=jnp.float32):
-    flat = (math.prod(shape[:-1]), shape[-1])
-    return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")(key, flat, dtype).reshape(shape)
 
 
 def _dtype(cfg: VAEConfig):
@@ -48,37 +39,11 @@ def depth_to_space(x: jax.Array, ts: int, ss: int) -> jax.Array:
     return x.reshape(b, t * ts, h * ss, w * ss, c_out)
 
 
-class CausalConv3d(nn.Module):
-    """Conv3d, causal in time: T is padded by kt - st zeros at the front; H, W by k // 2 on both sides."""
-
-    features: int
-    kernel: tuple[int, int, int] = (3, 3, 3)
-    strides: tuple[int, int, int] = (1, 1, 1)
-    dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):  # [B, T, H, W, Cin] -> [B, T / st, H / sh, W / sw, features]
-        kt, kh, kw = self.kernel
-        cin = x.shape[-1]
-        kernel = self.param(
-            "kernel",
-            nn.with_logical_partitioning(_torch_conv_init, ("kernel", None, None, "conv_in", "conv_out")),
-            (kt, kh, kw, cin, self.features),
-        )
-        bias = self.param(
-            "bias",
-            nn.with_logical_partitioning(nn.initializers.zeros_init(), ("conv_out",)),
-            (self.features,),
-        )
-        pad = ((max(kt - self.strides[0], 0), 0), (kh // 2, kh // 2), (kw // 2, kw // 2))
-        y = jax.lax.conv_general_dilated(
-            x.astype(self.dtype),
-            kernel.astype(self.dtype),
-            window_strides=self.strides,
-            padding=pad,
-            dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
-        )
-        return y + bias.astype(self.dtype)
+def CausalConv3d(features: int, kernel: tuple[int, int, int] = (3, 3, 3), strides: tuple[int, int, int] = (1, 1, 1),
+                 dtype=jnp.float32, name: str | None = None) -> jaxzoo.Conv:
+    """Conv3d, causal in time (`jaxzoo.Conv` with padding "causal": kt - st zeros in front of T, k // 2
+    around H, W), torch's default initialisation: [B, T, H, W, Cin] -> [B, T / st, H / sh, W / sw, features]."""
+    return jaxzoo.Conv(features, kernel, strides, "causal", dtype=dtype, name=name)
 
 
 def frame_group_norm(num_groups: int, channels: int, name: str | None = None) -> jaxzoo.GroupNorm:

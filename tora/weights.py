@@ -19,11 +19,18 @@ names to arrays) and returns the parameter tree of `STDiT(config)`. Key by key (
 A leading "module." (DDP) is stripped. Missing, unexpected or mis-shaped keys raise ValueError naming them.
 Weights cannot be downloaded in this project's CI; the tests build state dicts with the real key names from
 a PyTorch transcription of STDiT3 (tests/tora/opensora_ref.py).
+
+`load_opensora_vae(source, config)` does the same for Open-Sora 1.2's VAE (hpcai-tech/OpenSora-VAE-v1.2:
+`spatial_vae.module.*` = diffusers' AutoencoderKL, `temporal_vae.*` = VAE_Temporal_SD) into
+`tora.OpenSoraVAE`; `opensora_vae_state_dict_shapes(config)` lists its keys and shapes (from `jax.eval_shape`,
+checked against a full-size PyTorch transcription in tests/tora/test_vae_opensora.py).
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,7 +38,13 @@ import numpy as np
 
 from tora.config import STDiTConfig
 
-__all__ = ["load_opensora", "opensora_state_dict_shapes", "read_state_dict"]
+__all__ = [
+    "load_opensora",
+    "load_opensora_vae",
+    "opensora_state_dict_shapes",
+    "opensora_vae_state_dict_shapes",
+    "read_state_dict",
+]
 
 
 def read_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -141,7 +154,8 @@ def _check_keys(sd: dict[str, np.ndarray], cfg: STDiTConfig) -> None:
             raise ValueError(f"the checkpoint's rope.freqs do not match RoPE with theta={cfg.rope_theta}.")
 
 
-def load_opensora(source: str | os.PathLike | Mapping[str, Any], config: STDiTConfig | None = None) -> dict:
+def load_opensora(source: str | os.PathLike | Mapping[str, Any], config: STDiTConfig | None = None, *,
+                  vae: str | os.PathLike | Mapping[str, Any] | None = None, vae_config=None):
     """Parameters of `STDiT(config)` (default `STDiTConfig.xl()`) from an Open-Sora 1.2 STDiT3 checkpoint.
 
     source: a .safetensors file, a torch state dict file, or a mapping name -> tensor/array. The null caption
@@ -149,7 +163,13 @@ def load_opensora(source: str | os.PathLike | Mapping[str, Any], config: STDiTCo
     `config.scan` the block parameters are stacked on a leading "layers" axis. Returns float32 numpy leaves
     (plain arrays, no partitioning boxes); give them to `tora.init_state(run, params=...)` or apply directly.
     For a Tora model, `tora.load_base_params(tora_params, load_opensora(...))`.
+
+    vae: optionally an Open-Sora 1.2 VAE checkpoint too (hpcai-tech/OpenSora-VAE-v1.2); then the result is
+    `(stdit_params, vae_params)`, the latter for `OpenSoraVAE(vae_config or OpenSoraVAEConfig())`
+    (see `load_opensora_vae`).
     """
+    if vae is not None:
+        return load_opensora(source, config), load_opensora_vae(vae, vae_config)
     cfg = STDiTConfig.xl() if config is None else config
     sd = read_state_dict(source)
     _check_keys(sd, cfg)
@@ -201,4 +221,115 @@ def load_opensora(source: str | os.PathLike | Mapping[str, Any], config: STDiTCo
         for i in range(cfg.depth):
             params[f"spatial_blocks_{i}"] = sp[i]
             params[f"temporal_blocks_{i}"] = tp[i]
+    return params
+
+
+# ------------------------------------------------------------------------------------ VAE 1.2 (OpenSora-VAE-v1.2)
+_INDEXED = re.compile(r"^(.*?[a-z])((?:_\d+)+)$")  # "down_blocks_0" -> "down_blocks.0", "block_res_blocks_1_0"
+
+
+# diffusers' pre-0.14 names of the mid-block attention (`_from_deprecated_attn_block`), accepted too
+_DEPRECATED_ATTN = re.compile(r"\.attentions\.(\d+)\.(query|key|value|proj_attn)\.")
+_ATTN_NAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+
+
+def _torch_name(path: tuple[str, ...]) -> str:
+    """Our parameter path -> the PyTorch key: list indices become ".i", kernel/scale -> weight."""
+    parts = []
+    for seg in path[:-1]:
+        m = _INDEXED.match(seg)
+        parts.append(m.group(1) + m.group(2).replace("_", ".") if m else seg)
+    leaf = {"kernel": "weight", "scale": "weight"}.get(path[-1], path[-1])
+    return ".".join(parts + [leaf])
+
+
+def _torch_shape(leaf: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if leaf == "kernel" and len(shape) >= 3:  # conv [*k, in, out] -> [out, in, *k]
+        return (shape[-1], shape[-2], *shape[:-2])
+    if leaf == "kernel":  # dense [in, out] -> [out, in]
+        return tuple(reversed(shape))
+    return tuple(shape)
+
+
+@functools.lru_cache(maxsize=8)
+def _vae_layout(cfg) -> dict[str, tuple[tuple[str, ...], tuple[int, ...], tuple[int, ...]]]:
+    """torch key -> (our path, our shape, torch shape) for every parameter of `OpenSoraVAE(cfg)`, from
+    `jax.eval_shape` (no weights are materialised)."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    from tora.vae_opensora import OpenSoraVAE
+
+    s = cfg.spatial.spatial_factor
+    x = jax.ShapeDtypeStruct((1, 1, s, s, cfg.spatial.in_channels), jnp.float32)
+    abstract = jax.eval_shape(lambda: nn.meta.unbox(OpenSoraVAE(cfg).init(jax.random.key(0), jnp.zeros(x.shape))))
+    out = {}
+    for kp, leaf in jax.tree_util.tree_flatten_with_path(abstract["params"])[0]:
+        path = tuple(k.key for k in kp)
+        out[_torch_name(path)] = (path, tuple(leaf.shape), _torch_shape(path[-1], tuple(leaf.shape)))
+    return out
+
+
+def opensora_vae_state_dict_shapes(config=None) -> dict[str, tuple[int, ...]]:
+    """Every parameter key of an Open-Sora 1.2 VAE (`VideoAutoencoderPipeline`) state dict for `config`
+    (default `OpenSoraVAEConfig()`, the released OpenSora-VAE-v1.2) with its PyTorch shape, plus the
+    normalisation buffers `scale` and `shift` [1, C, 1, 1, 1]."""
+    from tora.vae_opensora import OpenSoraVAEConfig
+
+    cfg = OpenSoraVAEConfig() if config is None else config
+    shapes = {k: v[2] for k, v in _vae_layout(cfg).items()}
+    c = cfg.latent_channels
+    shapes["scale"] = shapes["shift"] = (1, c, 1, 1, 1)
+    return shapes
+
+
+def load_opensora_vae(source: str | os.PathLike | Mapping[str, Any], config=None) -> dict:
+    """Parameters of `OpenSoraVAE(config)` (default `OpenSoraVAEConfig()`) from an Open-Sora 1.2 VAE checkpoint
+    (hpcai-tech/OpenSora-VAE-v1.2's `model.safetensors`, a torch state dict file, or a mapping name -> tensor).
+
+    Keys keep their PyTorch names: `spatial_vae.module.{encoder,decoder,quant_conv,post_quant_conv}...`
+    (diffusers' AutoencoderKL) and `temporal_vae.{encoder,decoder,quant_conv,post_quant_conv}...`; conv weights
+    [out, in, *k] become kernels [*k, in, out], linear weights are transposed, GroupNorm weights become
+    `scale`; diffusers' deprecated attention names (`query`, `key`, `value`, `proj_attn`, also as [C, C, 1, 1])
+    are accepted. The buffers `scale`/`shift`, when present, must equal the config's (else ValueError). Missing,
+    unexpected or mis-shaped keys raise ValueError naming them. Returns float32 numpy leaves (no boxes)."""
+    from tora.vae_opensora import OpenSoraVAEConfig
+
+    cfg = OpenSoraVAEConfig() if config is None else config
+    sd = {_DEPRECATED_ATTN.sub(lambda m: f".attentions.{m.group(1)}.{_ATTN_NAMES[m.group(2)]}.", k): v
+          for k, v in read_state_dict(source).items()}
+    layout = _vae_layout(cfg)
+    buffers = {"scale": cfg.scale, "shift": cfg.shift}
+    missing = sorted(k for k in layout if k not in sd)
+    extra = sorted(k for k in sd if k not in layout and k not in buffers)
+    if missing or extra:
+        raise ValueError(
+            "the checkpoint does not match an Open-Sora 1.2 VAE of this config: "
+            f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''} ({len(missing)}), "
+            f"unexpected {extra[:5]}{' ...' if len(extra) > 5 else ''} ({len(extra)})."
+        )
+    for k, v in layout.items():
+        if len(v[2]) == 2 and sd[k].ndim == 4 and sd[k].shape[2:] == (1, 1):
+            sd[k] = sd[k][:, :, 0, 0]
+    bad = [(k, sd[k].shape, v[2]) for k, v in layout.items() if tuple(sd[k].shape) != v[2]]
+    if bad:
+        k, got, exp = bad[0]
+        raise ValueError(f"checkpoint key {k} has shape {tuple(got)}; this config expects {exp} ({len(bad)} differ).")
+    c = cfg.latent_channels
+    for name, want in buffers.items():
+        if name in sd:
+            got = np.broadcast_to(sd[name], (1, c, 1, 1, 1)).reshape(c)
+            if not np.allclose(got, np.broadcast_to(np.asarray(want, np.float32), (c,)), atol=1e-6):
+                raise ValueError(f"the checkpoint's {name} buffer is {got.tolist()}; the config's {name} is "
+                                 f"{list(want)}. Set OpenSoraVAEConfig({name}=...) to the checkpoint's values.")
+    params: dict[str, Any] = {}
+    for k, (path, shape, _) in layout.items():
+        w = sd[k]
+        if path[-1] == "kernel":
+            w = w.transpose(*range(2, w.ndim), 1, 0) if w.ndim >= 3 else w.T
+        node = params
+        for seg in path[:-1]:
+            node = node.setdefault(seg, {})
+        node[path[-1]] = np.ascontiguousarray(w.reshape(shape))
     return params

@@ -169,3 +169,48 @@ def test_axis_vocabulary_check():
     odd = jaxzoo.DenseGeneral((3,), ("embed", "kv")).init(jax.random.key(0), jnp.ones((1, 4)))
     with pytest.raises(ValueError, match=r"\['kv'\] are not in jaxzoo.AXES"):
         jaxzoo.check_axis_names(odd)
+
+
+def np_conv(x, w, b, strides, pad):
+    """Direct loops: out[n, o..., f] = sum over taps and input channels of xpad * w, + b."""
+    xp = np.pad(x, [(0, 0), *pad, (0, 0)])
+    k = w.shape[:-2]
+    out_shape = [(xp.shape[1 + i] - k[i]) // strides[i] + 1 for i in range(len(k))]
+    out = np.zeros((x.shape[0], *out_shape, w.shape[-1]))
+    for n in range(x.shape[0]):
+        for o in np.ndindex(*out_shape):
+            sl = tuple(slice(o[i] * strides[i], o[i] * strides[i] + k[i]) for i in range(len(k)))
+            out[(n, *o)] = np.tensordot(xp[(n, *sl)], w, axes=len(k) + 1) + b
+    return out
+
+
+@pytest.mark.parametrize("k, strides, padding", [((3,), (1,), None), ((3, 3), (2, 2), None),
+                                                  ((3, 3, 3), (2, 1, 1), "causal"), ((2, 3), (1, 1), ((1, 0), (0, 2)))])
+def test_conv_matches_numpy_loops_and_shards(k, strides, padding):
+    nd = len(k)
+    x = RNG.normal(size=(2, *([5] * nd), 3)).astype(np.float32)
+    conv = jaxzoo.Conv(4, k, strides, padding)
+    variables = conv.init(jax.random.key(0), x)
+    w, b = np.asarray(variables["params"]["kernel"].unbox()), np.asarray(variables["params"]["bias"].unbox())
+    assert w.shape == (*k, 3, 4) and np.abs(w).max() <= (3 * np.prod(k)) ** -0.5  # torch's U(+-1/sqrt(fan_in))
+    b = RNG.normal(size=4).astype(np.float32)
+    params = {"kernel": w, "bias": b}
+    if padding is None:
+        pad = [(kk // 2, kk // 2) for kk in k]
+    elif padding == "causal":
+        pad = [(k[0] - strides[0], 0)] + [(kk // 2, kk // 2) for kk in k[1:]]
+    else:
+        pad = list(padding)
+    want = np_conv(x, w, b, strides, pad)
+    got = conv.apply({"params": params}, x)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+    mesh = jaxzoo.make_mesh({"data": 4, "model": 2})
+    sharded, _ = jaxzoo.init_sharded(jaxzoo.Conv(4, k, strides, padding), jax.random.key(0), x, mesh=mesh)
+    assert sharded["params"]["kernel"].shape == (*k, 3, 4)
+
+
+def test_conv_errors():
+    with pytest.raises(ValueError, match="expects x"):
+        jaxzoo.Conv(4, (3, 3)).init(jax.random.key(0), jnp.ones((2, 5, 3)))
+    with pytest.raises(ValueError, match="padding must be"):
+        jaxzoo.Conv(4, (3,), padding="same").init(jax.random.key(0), jnp.ones((2, 5, 3)))

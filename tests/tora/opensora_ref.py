@@ -207,9 +207,22 @@ class T2IFinalLayer(nn.Module):
         self.linear = nn.Linear(hidden_size, num_patch * out_channels, bias=True)
         self.scale_shift_table = nn.Parameter(torch.randn(2, hidden_size) / hidden_size**0.5)
 
-    def forward(self, x, t):
+    @staticmethod
+    def t_mask_select(x_mask, x, masked_x, T, S):
+        # x: [B, (T, S), C], mased_x: [B, (T, S), C], x_mask: [B, T]
+        x = x.view(x.shape[0], T, S, x.shape[-1])
+        masked_x = masked_x.view(masked_x.shape[0], T, S, masked_x.shape[-1])
+        x = torch.where(x_mask[:, :, None, None], x, masked_x)
+        return x.view(x.shape[0], T * S, x.shape[-1])
+
+    def forward(self, x, t, x_mask=None, t0=None, T=None, S=None):
         shift, scale = (self.scale_shift_table[None] + t[:, None]).chunk(2, dim=1)
-        return self.linear(t2i_modulate(self.norm_final(x), shift, scale))
+        x = t2i_modulate(self.norm_final(x), shift, scale)
+        if x_mask is not None:  # Open-Sora 1.2: the t0 branch norms and modulates the modulated x again
+            shift_zero, scale_zero = (self.scale_shift_table[None] + t0[:, None]).chunk(2, dim=1)
+            x_zero = t2i_modulate(self.norm_final(x), shift_zero, scale_zero)
+            x = self.t_mask_select(x_mask, x, x_zero, T, S)
+        return self.linear(x)
 
 
 class STDiT3Block(nn.Module):

@@ -186,3 +186,33 @@ def test_load_opensora_errors(tmp_path):
         tora.load_opensora(sd, STDiTConfig(**{**TINY, "depth": 1, "hidden_size": 64}))
     with pytest.raises(ValueError, match="no checkpoint at"):
         tora.load_opensora(tmp_path / "nothing.safetensors", STDiTConfig(**TINY))
+
+
+@pytest.mark.parametrize("on_modulated", [True, False])
+def test_final_layer_on_conditioning_frames_matches_opensora(on_modulated):
+    """T2IFinalLayer with x_mask: Open-Sora re-norms and t0-modulates the already-modulated x on masked
+    frames; `final_t0_on_modulated=True` (default) matches it, False differs only on those frames."""
+    from tests.tora.opensora_ref import T2IFinalLayer
+    from tora.stdit import FinalLayer
+
+    c, b, t, s = 32, 2, 3, 4
+    torch.manual_seed(0)
+    ref = T2IFinalLayer(c, 4, 8).eval()
+    r = np.random.default_rng(1)
+    x = r.normal(size=(b, t, 2, 2, c)).astype(np.float32)
+    te, t0 = r.normal(size=(b, c)).astype(np.float32), r.normal(size=(b, c)).astype(np.float32)
+    x_mask = np.array([[True, False, True], [False, True, True]])
+    with torch.no_grad():
+        want = ref(torch.tensor(x).reshape(b, t * s, c), torch.tensor(te), torch.tensor(x_mask), torch.tensor(t0),
+                   t, s).numpy().reshape(b, t, 2, 2, -1)
+    sd = {k: v.detach().numpy() for k, v in ref.state_dict().items()}
+    params = {"scale_shift_table": sd["scale_shift_table"],
+              "linear": {"kernel": sd["linear.weight"].T, "bias": sd["linear.bias"]}}
+    cfg = STDiTConfig(**{**TINY, "final_t0_on_modulated": on_modulated})
+    got = np.asarray(FinalLayer(cfg).apply({"params": params}, x, te, t0, x_mask))
+    assert STDiTConfig().final_t0_on_modulated  # Open-Sora's behaviour is the default
+    np.testing.assert_allclose(got[x_mask], want[x_mask], atol=1e-5)  # noised frames: always equal
+    if on_modulated:
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    else:
+        assert np.abs(got[~x_mask] - want[~x_mask]).max() > 1e-2

@@ -226,10 +226,14 @@ def test_frame_mask_uses_t0_modulation(model):
     a = fwd(rand, x, tt, y, ym, xm.at[:, 1].set(False), drop)
     b = fwd(rand, x, tt, y, ym, xm, drop)
     assert not np.allclose(a[:, 1], b[:, 1], atol=1e-5)
-    # with every frame masked the whole clip runs at t = 0
-    c = fwd(rand, x, tt, y, ym, ~xm, drop)
-    d = fwd(rand, x, jnp.zeros_like(tt), y, ym, xm, drop)
+    # with every frame masked the whole clip runs at t = 0, except in the final layer, which (as Open-Sora's
+    # T2IFinalLayer) re-normalises and modulates the t-modulated x on masked frames; without that switch
+    # the identity is exact
+    plain = STDiT(CFG.replace(final_t0_on_modulated=False))
+    c = plain.apply(rand, x, tt, y, ym, None, ~xm, None, y_drop=drop)
+    d = plain.apply(rand, x, jnp.zeros_like(tt), y, ym, None, xm, None, y_drop=drop)
     np.testing.assert_allclose(c, d, atol=1e-5)
+    assert not np.allclose(fwd(rand, x, tt, y, ym, ~xm, drop), c, atol=1e-5)
 
 
 def loop_to_scan(params, depth):

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import jaxzoo
 from jaxzoo.optim import ema_weights
@@ -59,3 +60,53 @@ def test_freeze_zeroes_frozen_updates_clips_trainable_only_and_keeps_no_state_fo
     # Adam's moments exist for the two trainable parameters only (2 x mu, nu of shape [2]), not the frozen two
     moments = [x for x in jax.tree.leaves(freeze(optax.adam(1.0), "motion").init(params)) if np.ndim(x) == 1]
     assert len(moments) == 4
+
+
+def test_train_consumes_a_sharded_arrays_loader(tmp_path):
+    """Clips written once to disk shards (jaxzoo.data) and streamed by a grain loader into tora.train; a
+    resumed run sees the same batches (its grain state is checkpointed) and ends where one run ends."""
+    import tora
+    from jaxzoo import data
+
+    r = np.random.default_rng(0)
+    cfg = STDiTConfig.tiny(depth=1, hidden_size=16)
+    clips = {"x": r.normal(size=(12, 2, 4, 4, 4)).astype(np.float32),
+             "y": r.normal(size=(12, 3, cfg.caption_channels)).astype(np.float32)}
+    data.write_array_shards(tmp_path / "clips", [clips], rows_per_shard=5)  # written once
+    run = RunConfig.tiny(cfg, steps=4, batch_size=2)
+
+    def loader():
+        return iter(data.make_loader(data.ShardedArrays(tmp_path / "clips"), batch_size=2, seed=1))
+
+    full, hist = tora.train(run, loader(), workdir=tmp_path / "a", log_every=1, progress=False)
+    assert len(hist) == 4 and all(np.isfinite(h["loss"]) for h in hist)
+    tora.train(run, loader(), workdir=tmp_path / "b", num_steps=2, checkpoint_every=2, log_every=1, progress=False)
+    resumed, _ = tora.train(run, loader(), workdir=tmp_path / "b", log_every=1, progress=False)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), resumed.params, full.params)
+
+
+def test_flops_per_example_matches_xla_and_reaches_fit():
+    import tora
+    from jaxzoo.flops import xla_flops
+    from tora.config import FlowConfig
+    from tora.train import init_state, loss_fn
+
+    # remat="none": XLA then runs exactly forward + backward (block remat adds one more forward, 4x)
+    cfg = STDiTConfig.tiny(depth=1, hidden_size=128, num_heads=2, caption_channels=32, remat="none")
+    run = RunConfig(model=cfg, flow=FlowConfig(caption_dropout=0.0), batch_size=2)
+    state = init_state(run).state
+    batch = {"x": jnp.ones((2, 4, 16, 16, 4)), "y": jnp.ones((2, 4, 32))}
+    lf = loss_fn(run)
+    xla = xla_flops(lambda p, b, k: jax.grad(lambda q: lf(q, b, k)[0])(p), state.params, batch, jax.random.key(0))
+    ours = 2 * tora.flops_per_example(cfg, (4, 16, 16), caption_len=4)
+    assert abs(ours / xla - 1) < 0.2, (ours, xla)
+    assert tora.flops_per_example(run, (4, 16, 16), 4) == ours / 2  # a RunConfig reads its model
+    with pytest.raises(ValueError, match="latent_shape must be three positive sizes"):
+        tora.flops_per_example(cfg, (4, 16))
+    with pytest.raises(ValueError, match="counts ST-DiT and Tora models"):
+        tora.flops_per_example(tora.VAEConfig.tiny(), (1, 4, 4))
+    small = RunConfig.tiny(STDiTConfig.tiny(depth=1, hidden_size=16), steps=2, batch_size=2)
+    get = lambda s: {"x": np.ones((2, 1, 4, 4, 4), np.float32), "y": np.ones((2, 3, 16), np.float32)}
+    _, hist = tora.train(small, get, log_every=1, progress=False)
+    want = 2 * tora.flops_per_example(small.model, (1, 4, 4), 3)
+    assert hist[-1]["flops_per_s"] == pytest.approx(hist[-1]["examples_per_s"] / 2 * want)

@@ -346,3 +346,77 @@ def test_nan_flow_and_tracks_raise():
     tr = np.array([[1.0, 1.0], [np.nan, 2.0]])
     with pytest.raises(ValueError, match="tracks contain NaN"):
         trajectory_to_flow(tr, 2, 8, 8)
+
+
+# ----------------------------------------------------------------------------- Tora's train/inference switches
+
+
+def ref_border_reflect_101(p, n):
+    """OpenCV's borderInterpolate for BORDER_REFLECT_101, loop for loop (offsets may exceed the frame)."""
+    if n == 1:
+        return 0
+    while not 0 <= p < n:
+        p = -p if p < 0 else 2 * (n - 1) - p
+    return p
+
+
+def ref_blur_reflect(tracks, t, h, w, sigma, ks):
+    """Splat as `ref_trajectory_to_flow`, then cv2.filter2D's correlation with mirrored borders."""
+    sparse = np.zeros((t, h, w, 2), np.float64)
+    for k in range(tracks.shape[0]):
+        for i in range(t - 1):
+            x, y = int(np.round(tracks[k, i, 0])), int(np.round(tracks[k, i, 1]))
+            sparse[i + 1, y, x] += tracks[k, i + 1] - tracks[k, i]
+    r = ks // 2
+    out = np.zeros_like(sparse)
+    for y in range(h):
+        for x in range(w):
+            for dy in range(-r, r + 1):
+                for dx in range(-r, r + 1):
+                    yy, xx = ref_border_reflect_101(y + dy, h), ref_border_reflect_101(x + dx, w)
+                    out[:, y, x] += np.exp(-(dx * dx + dy * dy) / (2 * sigma**2)) * sparse[:, yy, xx]
+    return out
+
+
+@pytest.mark.parametrize("h,w,ks", [(7, 9, 5), (5, 6, 13)])  # the second kernel is wider than the frame
+def test_blur_padding_reflect_matches_opencv_rule(h, w, ks):
+    r = np.random.default_rng(ks)
+    tracks = np.stack([r.uniform(0, w - 1, (2, 3)), r.uniform(0, h - 1, (2, 3))], -1)
+    got = np.asarray(trajectory_to_flow(tracks, 3, h, w, sigma=1.7, kernel_size=ks, padding="reflect"))
+    np.testing.assert_allclose(got, ref_blur_reflect(tracks, 3, h, w, 1.7, ks), atol=1e-4)
+    zero = np.asarray(trajectory_to_flow(tracks, 3, h, w, sigma=1.7, kernel_size=ks))  # default: zero border
+    np.testing.assert_allclose(zero, ref_trajectory_to_flow(tracks, 3, h, w, 1.7, ks), atol=1e-4)
+    assert np.abs(got - zero).max() > 1e-3
+    with pytest.raises(ValueError, match="padding must be one of"):
+        trajectory_to_flow(tracks, 3, h, w, padding="edge")
+
+
+def test_color_norm_per_chunk_matches_per_chunk_reference():
+    r = np.random.default_rng(3)
+    flow = (r.normal(size=(5, 3, 4, 2)) * r.uniform(0.1, 5.0, (5, 1, 1, 1))).astype(np.float32)
+    got = np.asarray(flow_to_rgb(flow, chunk=2))  # frames {0, 1}, {2, 3}, {4}: each its own maximum
+    want = np.concatenate([ref_flow_to_rgb(flow[i : i + 2]) for i in range(0, 5, 2)])
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(flow_to_rgb(flow[None], chunk=2))[0], want, atol=1e-6)  # batched
+    np.testing.assert_allclose(np.asarray(flow_to_rgb(flow)), ref_flow_to_rgb(flow), atol=1e-6)  # per clip
+    with pytest.raises(ValueError, match="chunk needs a positive frame count"):
+        flow_to_rgb(flow, chunk=0)
+
+
+def test_tora_config_switches_reach_the_training_condition():
+    from tora.config import ToraConfig
+    from tora.tora_model import motion_condition
+
+    r = np.random.default_rng(0)
+    flow = jnp.asarray(r.normal(size=(2, 4, 6, 6, 2)) * r.uniform(0.1, 3, (1, 4, 1, 1, 1)), jnp.float32)
+    default = ToraConfig.tiny()
+    assert (default.blur_padding, default.color_norm) == ("zero", "clip")
+    key = jax.random.key(0)
+    chunked = default.replace(color_norm="chunk", color_chunk=2)
+    rgb, _ = motion_condition(key, flow, chunked, 1)
+    np.testing.assert_allclose(np.asarray(rgb), np.asarray(flow_to_rgb(flow, chunk=2)), atol=1e-6)
+    _, f_zero = motion_condition(key, flow, default, 2)
+    _, f_refl = motion_condition(key, flow, default.replace(blur_padding="reflect"), 2)
+    assert np.abs(np.asarray(f_zero) - np.asarray(f_refl)).max() > 1e-4  # same tracks, other border
+    with pytest.raises(ValueError, match="blur_padding"):
+        default.replace(blur_padding="edge")
