@@ -3,7 +3,9 @@
 What it does
   1. Trains a tiny pixel-space ST-DiT (no VAE; 2 block pairs of width 32) on synthetic clips of one or two
      coloured shapes moving along random straight or curved paths, conditioned on captions such as
-     "a red square" (the base model, no motion).
+     "a red square" (the base model, no motion). The training clips (videos, flows, captions) are written
+     once to disk shards in --out and streamed from there (`jaxzoo.data`; a resumed run continues the
+     stream where its checkpoint left it).
   2. For each motion-guidance fuser (AdaNorm, extra channel, cross-attention), copies the base weights
      into a Tora model and trains only the trajectory extractor and the fusers (backbone frozen, as in the
      paper): stage 1 on the exact dense flow, stage 2 on 1..4 sparse tracks sampled from it.
@@ -50,6 +52,7 @@ small against the seed-to-seed spread.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 
 import jax
@@ -193,6 +196,21 @@ def batch_fn(a, seed, stage_from=None):
     return get
 
 
+def clip_loader(a, seed, out, steps, stage_from=None):
+    """The clips of `steps` training steps (those `batch_fn` draws), written once, in step order, to disk
+    shards with `jaxzoo.data.write_array_shards` (videos, flows, caption features and masks) and streamed
+    back by a `jaxzoo.data.make_loader` iterator, whose position `fit` checkpoints (so stage 2 resumes
+    where stage 1 stopped)."""
+    spec = dict(frames=a.frames, size=a.size, batch=a.batch_size, steps=steps, stage_from=stage_from, seed=seed)
+    directory = out / f"clips-{hashlib.sha1(json.dumps(spec).encode()).hexdigest()[:8]}"
+    if not (directory / "index.json").exists():
+        get = batch_fn(a, seed, stage_from)
+        jaxzoo.data.write_array_shards(directory, (get(s) for s in range(steps)))
+    loader = jaxzoo.data.make_loader(jaxzoo.data.ShardedArrays(directory), batch_size=a.batch_size, seed=seed,
+                                     shuffle=False, num_epochs=1)
+    return iter(loader)
+
+
 def eval_set(a, seed):
     return make_batch(10_000_019 + seed, a.eval_clips, a.frames, a.size, a.size, num_objects=1)
 
@@ -213,7 +231,7 @@ def run_seed(a, seed, out, mesh, progress):
     t0 = time.time()
     base_run = RunConfig(model=stdit_config(a), flow=flow_cfg, optimizer=optimizer(a, base=True),
                          steps=a.base_steps, batch_size=a.batch_size, seed=seed)
-    state, hist = tora.train(base_run, batch_fn(a, seed), mesh=mesh, workdir=out / f"base-{tag(base_run)}",
+    state, hist = tora.train(base_run, clip_loader(a, seed, out, a.base_steps), mesh=mesh, workdir=out / f"base-{tag(base_run)}",
                              checkpoint_every=200, log_every=25, progress=progress, desc=f"base ST-DiT s{seed}")
     base_params = jax.device_get(state.params)  # the Tora runs start from the trained (not EMA) weights
     base_ema = jax.device_get(ema_weights(state))
@@ -267,7 +285,8 @@ def run_seed(a, seed, out, mesh, progress):
             # the backbone weights of the base run; extractor and fusers from their (zero-output) init
             start = tora.init_state(tora_run).state.params if stage == 1 else None
             params = load_base_params(start, base_params) if start is not None else None
-            state, hist = tora.train(tora_run, batch_fn(a, seed, stage_from=a.stage_steps), mesh=mesh,
+            clips = clip_loader(a, seed, out, 2 * a.stage_steps, stage_from=a.stage_steps)
+            state, hist = tora.train(tora_run, clips, mesh=mesh,
                                      workdir=workdir, params=params, num_steps=stage * a.stage_steps,
                                      rng=jax.random.fold_in(jax.random.key(seed), 7), checkpoint_every=100,
                                      log_every=25, progress=progress, desc=f"Tora {label} stage {stage} s{seed}")

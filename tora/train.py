@@ -167,17 +167,13 @@ def train(
         if msg:
             warnings.warn(msg, stacklevel=2)
     step = make_train_step(run, mesh=mesh, state_sharding=plan.shardings)
-    batches = data
-    if mesh is not None:
-        get = data if callable(data) else None
-        batches = (lambda s: jaxzoo.shard_batch(get(s), mesh)) if get is not None else (
-            jaxzoo.shard_batch(b, mesh) for b in data)
     rng = jax.random.fold_in(jax.random.key(run.seed), 1) if rng is None else rng
     num_steps = run.steps if num_steps is None else num_steps
     if flops_per_step is None and callable(data) and not isinstance(run.model, VAEConfig):
         first = data(0)
         flops_per_step = run.batch_size * flops_per_example(run.model, tuple(jnp.shape(first["x"])[1:4]),
                                                             jnp.shape(first["y"])[1])
-    return jaxzoo.fit(plan.state, step, batches, num_steps=num_steps, rng=rng, workdir=workdir, config=run,
-                      log_every=log_every, checkpoint_every=checkpoint_every, progress=progress, desc=desc,
+    # fit places each batch over the mesh (shard_batch) and keeps a grain iterator's state with checkpoints
+    return jaxzoo.fit(plan.state, step, data, num_steps=num_steps, rng=rng, workdir=workdir, config=run,
+                      mesh=mesh, log_every=log_every, checkpoint_every=checkpoint_every, progress=progress, desc=desc,
                       examples_per_step=run.batch_size, flops_per_step=flops_per_step)

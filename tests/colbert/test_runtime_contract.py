@@ -186,6 +186,7 @@ def test_resuming_with_another_config_raises(tmp_path):
     with pytest.raises(ValueError, match="another config"):
         train(other, lambda s: batch, workdir=tmp_path, progress=False)
 
+@pytest.mark.slow
 
 def test_sharding_examples_cover_every_module(mesh):
     examples = colbert.sharding_examples()

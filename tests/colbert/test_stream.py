@@ -70,6 +70,7 @@ def _batch(cfg, b, nway, seed=0):
         "d_attn": np.ones((b * nway, ld), np.int32), "d_mask": np.ones((b * nway, ld), np.int32),
     }  # fmt: skip
 
+@pytest.mark.slow
 
 def test_flops_per_example_matches_xla(ib=True):  # in-batch negatives: every term of the count
     bert = BertConfig.tiny(hidden_size=64, num_heads=4, intermediate_size=256, num_layers=1, vocab_size=128)

@@ -12,7 +12,7 @@ CFG = jrt.JRTConfig.tiny(init_std=0.3)
 BASED = jrt.JRTConfig.tiny_based(init_std=0.3)
 
 
-@pytest.mark.parametrize("which", ["jrt", "based"])
+@pytest.mark.parametrize("which", ["jrt", pytest.param("based", marks=pytest.mark.slow)])
 def test_greedy_generation_equals_parallel_argmax(which):
     cfg = CFG if which == "jrt" else BASED
     params = jrt.init_params(cfg, jax.random.key(2))

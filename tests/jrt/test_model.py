@@ -128,6 +128,7 @@ def test_bfloat16_compute_is_close_and_float32_out(params):
     # bf16 matmuls (8-bit mantissa) through 3 blocks: agreement to ~5% of the logit scale, not 1e-5.
     assert float(jnp.max(jnp.abs(lo - hi))) < 0.05 * float(jnp.max(jnp.abs(hi)))
 
+@pytest.mark.slow
 
 def test_sharded_forward_equals_unsharded(params):
     """The forward on (data=4, model=2)-sharded parameters and batch equals the single-device forward

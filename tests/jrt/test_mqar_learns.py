@@ -6,6 +6,7 @@ trained for a few hundred steps on 4 key-value pairs must recall far above chanc
 """
 
 import jax
+import pytest
 
 import jrt
 from jrt.data import mqar
@@ -13,6 +14,7 @@ from jrt.data import mqar
 VOCAB, SEQ_LEN, PAIRS = 64, 32, 4
 
 
+@pytest.mark.slow
 def test_jrt_rnn_learns_mqar():
     cfg = jrt.JRTConfig.synthetic(VOCAB, seq_len=SEQ_LEN, context_len=2 * PAIRS, attn="pla", feature_dim=8)
     assert cfg.mask_id == VOCAB and cfg.vocab_size == VOCAB + 1  # [MASK] reserved beyond MQAR's values

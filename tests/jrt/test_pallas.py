@@ -20,7 +20,7 @@ def _inputs(b=2, n=10, h=2, f=2, dv=4, m=3, seed=0):
     return q, k, v, w, k_enc, v_enc
 
 
-@pytest.mark.parametrize("prefix", [False, True])
+@pytest.mark.parametrize("prefix", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_pallas_interpret_equals_xla_chunked(prefix):
     q, k, v, w, k_enc, v_enc = _inputs()
     state = ops._encoder_state(k_enc, v_enc, jnp.ones(k_enc.shape[:2])) if prefix else None
@@ -28,6 +28,7 @@ def test_pallas_interpret_equals_xla_chunked(prefix):
     out = chunked_linear_attention(q, k, v, w, state, chunk_size=4, eps=1e-12, interpret=True)
     np.testing.assert_allclose(out, ref, atol=1e-5, rtol=1e-5)
 
+@pytest.mark.slow
 
 def test_pallas_gradient_is_the_xla_forms():
     q, k, v, w, k_enc, v_enc = _inputs(n=8)

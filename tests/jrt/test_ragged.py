@@ -38,7 +38,7 @@ def test_prefix_positions_are_each_rows_first_m_real_tokens():
     assert valid.tolist() == [[True] * 3, [True] * 3, [True, False, False]]
 
 
-@pytest.mark.parametrize("which", ["jrt", pytest.param("based", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("which", [pytest.param("jrt", marks=pytest.mark.slow), pytest.param("based", marks=pytest.mark.slow)])
 def test_ragged_batch_equals_each_row_alone(which):
     """Generation (prefill state + decode) and the parallel forward; Based (causal only) is the control."""
     cfg = CFG if which == "jrt" else BASED

@@ -61,7 +61,7 @@ def check_mirrors(state, *, zero1):
     assert model_sharded > 0  # heads / mlp / vocab are split over "model"
 
 
-@pytest.mark.parametrize("zero1", [False, True])
+@pytest.mark.parametrize("zero1", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_sharded_state_and_steps_equal_single_device(zero1):
     mesh = jaxzoo.make_mesh({"data": 4, "model": 2})
     plan = jrt.init_state(RUN, jax.random.key(0), mesh=mesh, zero1=zero1)

@@ -147,6 +147,7 @@ def _fit(state, steps, batches, workdir=None):
         progress=False,
     )
 
+@pytest.mark.slow
 
 def test_rebuild_from_workdir_continues_exactly(tmp_path):
     x = toy()

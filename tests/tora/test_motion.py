@@ -156,6 +156,7 @@ def test_fuser_is_identity_at_init_and_not_after(variant):
     other = jax.jit(fuser.apply)({"params": _perturb(params)}, h, f + 1.0)
     assert float(jnp.abs(other - moved).max()) > 1e-3
 
+@pytest.mark.slow
 
 def test_adanorm_fuser_matches_numpy():
     h, f = _hf(c=8, cm=3, t=4, h=3, w=3)

@@ -39,7 +39,7 @@ def torch_model(seed=0, **kw):
     return m
 
 
-@pytest.mark.parametrize("height,width", [(240, 426), (480, 854)])
+@pytest.mark.parametrize("height,width", [pytest.param(240, 426, marks=pytest.mark.slow), (480, 854)])
 def test_stdit_matches_the_opensora_transcription_at_its_buckets(height, width):
     tm = torch_model()
     cfg = STDiTConfig(**TINY)

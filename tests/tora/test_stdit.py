@@ -111,7 +111,7 @@ def randomise(params, key, scale=0.3):
 _randomise = jax.jit(randomise, static_argnums=2)
 
 
-@pytest.mark.parametrize("cls", [SpatialBlock, TemporalBlock])
+@pytest.mark.parametrize("cls", [pytest.param(SpatialBlock, marks=pytest.mark.slow), TemporalBlock])
 def test_block_matches_numpy(cls):
     cfg = STDiTConfig.tiny(hidden_size=16, num_heads=2, depth=1)
     b, t, h, w, c, ly = 2, 3, 2, 2, 16, 4
@@ -218,6 +218,7 @@ def test_caption_mask_null_caption_and_neutral_defaults(model):
     b = fwd(rand, x, tt, y + 3.0, ym, xm, ~drop)
     np.testing.assert_array_equal(a, b)
 
+@pytest.mark.slow
 
 def test_frame_mask_uses_t0_modulation(model):
     _, _, rand, fwd = model
@@ -266,6 +267,7 @@ def test_scan_and_remat_match_the_python_loop():
     shapes = jax.eval_shape(scan.init, jax.random.key(0), x, tt, y)["params"]["blocks"]
     assert shapes["spatial_block"]["scale_shift_table"].names == ("layers", None, "embed")
 
+@pytest.mark.slow
 
 def test_sharded_forward_equals_single_device(model):
     """Batch over "data", heads and MLP over "model", spatial tokens ("length") too: same numbers."""

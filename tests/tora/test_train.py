@@ -61,6 +61,7 @@ def test_freeze_zeroes_frozen_updates_clips_trainable_only_and_keeps_no_state_fo
     moments = [x for x in jax.tree.leaves(freeze(optax.adam(1.0), "motion").init(params)) if np.ndim(x) == 1]
     assert len(moments) == 4
 
+@pytest.mark.slow
 
 def test_train_consumes_a_sharded_arrays_loader(tmp_path):
     """Clips written once to disk shards (jaxzoo.data) and streamed by a grain loader into tora.train; a
@@ -84,6 +85,7 @@ def test_train_consumes_a_sharded_arrays_loader(tmp_path):
     resumed, _ = tora.train(run, loader(), workdir=tmp_path / "b", log_every=1, progress=False)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), resumed.params, full.params)
 
+@pytest.mark.slow
 
 def test_flops_per_example_matches_xla_and_reaches_fit():
     import tora

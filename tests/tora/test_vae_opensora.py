@@ -92,6 +92,7 @@ def test_temporal_vae_matches_transcription(pipeline):
     assert got.shape == (2, 9, 2, 3, 4)
     np.testing.assert_allclose(np.asarray(got), from_torch(want_x), atol=1e-4, rtol=1e-4)
 
+@pytest.mark.slow
 
 def test_pipeline_matches_transcription(pipeline):
     tm, params = pipeline
