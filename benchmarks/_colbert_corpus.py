@@ -28,24 +28,9 @@ import warnings
 
 import numpy as np
 
+import colbert
+
 SKIP = ("site-packages", "test", "idlelib", "lib2to3", "tkinter", "turtledemo", "ensurepip")
-
-
-def passages_of(text: str, words: int) -> list[str]:
-    """Greedy packing of paragraphs into passages of at most `words` words (long paragraphs are cut)."""
-    out, current = [], []
-    for para in text.split("\n\n"):
-        tokens = para.split()
-        while tokens:
-            room = words - len(current)
-            current += tokens[:room]
-            tokens = tokens[room:]
-            if len(current) >= words:
-                out.append(" ".join(current))
-                current = []
-    if current:
-        out.append(" ".join(current))
-    return out
 
 
 def stdlib_files():
@@ -77,11 +62,11 @@ def docstrings(source: str) -> list[str]:
 def passages(words: int = 100):
     """Yields passages: pydoc topics, then stdlib docstrings, then stdlib sources (lazily)."""
     for name in sorted(pydoc_data.topics.topics):
-        yield from passages_of(pydoc_data.topics.topics[name], words)
+        yield from colbert.pack_words(pydoc_data.topics.topics[name], words)
     for _, src in stdlib_files():
-        yield from passages_of("\n\n".join(docstrings(src)), words)
+        yield from colbert.pack_words("\n\n".join(docstrings(src)), words)
     for _, src in stdlib_files():
-        yield from passages_of(src, words)
+        yield from colbert.pack_words(src, words)
 
 
 def query_texts(num: int = 300, seed: int = 0) -> list[str]:

@@ -107,12 +107,13 @@ __all__ += [
 # accounting (training FLOPs per example).
 from colbert.flops import flops_per_example  # noqa: E402
 from colbert.index import index_num_centroids, search_defaults  # noqa: E402
-from colbert.stream import encode_passages, index_passages, tokenize_to_shards  # noqa: E402
+from colbert.stream import encode_passages, index_passages, pack_words, tokenize_to_shards  # noqa: E402
 
 __all__ += [
     "flops_per_example",
     "encode_passages",
     "index_passages",
+    "pack_words",
     "tokenize_to_shards",
     "search_defaults",
     "index_num_centroids",

@@ -19,7 +19,7 @@ import numpy as np
 
 from colbert.index import Index
 
-__all__ = ["index_passages", "encode_passages", "tokenize_to_shards"]
+__all__ = ["index_passages", "encode_passages", "tokenize_to_shards", "pack_words"]
 
 FIELDS = ("input_ids", "attention_mask", "maxsim_mask")
 
@@ -129,3 +129,23 @@ def index_passages(
         batches, codec=codec, nbits=nbits, num_centroids=num_centroids, expected_tokens=expected_tokens,
         sample_tokens=sample_tokens, seed=seed, progress=progress,
     )  # fmt: skip
+
+
+def pack_words(text: str, words: int) -> list[str]:
+    """Greedy packing of a text's paragraphs (split at blank lines) into passages of at most `words`
+    words; a long paragraph is cut across passages."""
+    if not isinstance(words, int) or words < 1:
+        raise ValueError(f"words must be a positive int; got {words!r}")
+    out, current = [], []
+    for para in text.split("\n\n"):
+        tokens = para.split()
+        while tokens:
+            room = words - len(current)
+            current += tokens[:room]
+            tokens = tokens[room:]
+            if len(current) >= words:
+                out.append(" ".join(current))
+                current = []
+    if current:
+        out.append(" ".join(current))
+    return out

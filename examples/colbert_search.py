@@ -52,23 +52,6 @@ from jaxzoo import script
 K = 10
 
 
-def passages_of(text: str, words: int) -> list[str]:
-    """Greedy packing of paragraphs into passages of at most `words` words (long paragraphs are cut)."""
-    out, current = [], []
-    for para in text.split("\n\n"):
-        tokens = para.split()
-        while tokens:
-            room = words - len(current)
-            current += tokens[:room]
-            tokens = tokens[room:]
-            if len(current) >= words:
-                out.append(" ".join(current))
-                current = []
-    if current:
-        out.append(" ".join(current))
-    return out
-
-
 def build_corpus(words: int, num_topics: int = 0, max_passages: int = 0):
     """Topic-name queries, passages and qrels; `num_topics` > 0 keeps the first topics, `max_passages` > 0
     the first passages of each topic (smoke runs)."""
@@ -76,7 +59,7 @@ def build_corpus(words: int, num_topics: int = 0, max_passages: int = 0):
     topics = sorted(pydoc_data.topics.topics)
     topics = topics[:num_topics] if num_topics else topics
     for t, name in enumerate(topics):
-        chunks = passages_of(pydoc_data.topics.topics[name], words)
+        chunks = colbert.pack_words(pydoc_data.topics.topics[name], words)
         for p in chunks[:max_passages] if max_passages else chunks:
             passages.append(p)
             owner.append(t)

@@ -92,3 +92,13 @@ def test_flops_per_example_bad_input():
         colbert.flops_per_example(3)
     with pytest.raises(ValueError, match="needs query_len, doc_len and dim"):
         colbert.flops_per_example(BertConfig.tiny())
+
+
+def test_pack_words_packs_paragraphs_and_cuts_long_ones():
+    import colbert
+
+    text = "a b c\n\nd e\n\nf g h i j k"
+    assert colbert.pack_words(text, 4) == ["a b c d", "e f g h", "i j k"]
+    assert colbert.pack_words("", 4) == []
+    with pytest.raises(ValueError, match="words must be a positive int"):
+        colbert.pack_words(text, 0)
