@@ -118,6 +118,9 @@ def run_saelens(pool, held_out):
     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.training.sae_trainer import SAETrainer
 
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"--device {args.device}: this torch has no CUDA; SAELens runs on the CPU")
+        args.device = "cpu"
     torch.manual_seed(args.seed)
     model = TopKTrainingSAE(
         TopKTrainingSAEConfig(d_in=args.d_in, d_sae=args.d_sae, k=args.k, device=args.device)
