@@ -18,13 +18,19 @@ from tora.trajectory import (
 # ----------------------------------------------------------------------------- slow references
 
 
-def ref_trajectory_to_flow(tracks, t, h, w, sigma, ks):
-    """Per-pixel loops: splat, then a direct 2-D correlation with the un-normalised Gaussian."""
+def ref_splat(tracks, t, h, w):
+    """Each track's displacement from frame i to i + 1, added at its rounded position in frame i + 1."""
     sparse = np.zeros((t, h, w, 2), np.float64)
     for k in range(tracks.shape[0]):
         for i in range(t - 1):
             x, y = int(np.round(tracks[k, i, 0])), int(np.round(tracks[k, i, 1]))
             sparse[i + 1, y, x] += tracks[k, i + 1] - tracks[k, i]
+    return sparse
+
+
+def ref_trajectory_to_flow(tracks, t, h, w, sigma, ks):
+    """Per-pixel loops: splat, then a direct 2-D correlation with the un-normalised Gaussian."""
+    sparse = ref_splat(tracks, t, h, w)
     r = ks // 2
     out = np.zeros_like(sparse)
     for f in range(t):
@@ -362,11 +368,7 @@ def ref_border_reflect_101(p, n):
 
 def ref_blur_reflect(tracks, t, h, w, sigma, ks):
     """Splat as `ref_trajectory_to_flow`, then cv2.filter2D's correlation with mirrored borders."""
-    sparse = np.zeros((t, h, w, 2), np.float64)
-    for k in range(tracks.shape[0]):
-        for i in range(t - 1):
-            x, y = int(np.round(tracks[k, i, 0])), int(np.round(tracks[k, i, 1]))
-            sparse[i + 1, y, x] += tracks[k, i + 1] - tracks[k, i]
+    sparse = ref_splat(tracks, t, h, w)
     r = ks // 2
     out = np.zeros_like(sparse)
     for y in range(h):
