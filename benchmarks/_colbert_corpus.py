@@ -162,12 +162,7 @@ def load(directory):
     from jaxzoo.data import ShardedArrays
 
     directory = pathlib.Path(directory)
-    src = ShardedArrays(directory / "vectors")
-    flat = np.concatenate(
-        [np.load(f, mmap_mode="r") for f in sorted((directory / "vectors" / "x").glob("*.npy"))]
-    )
-    if len(flat) != len(src):
-        raise ValueError(f"{directory}/vectors: the shards hold {len(flat)} rows, its index.json {len(src)}")
+    flat = ShardedArrays(directory / "vectors").field("x")  # shards checked against index.json
     doclens = np.load(directory / "doclens.npy")
     if doclens.sum() != len(flat):
         raise ValueError(

@@ -131,6 +131,18 @@ class ShardedArrays:
             self._maps[key] = np.load(self.directory / name / f"part-{s:05d}.npy", mmap_mode="r")
         return self._maps[key]
 
+    def shards(self, name: str = "x") -> list[np.ndarray]:
+        """Field ``name`` shard by shard: read-only memory maps [rows_s, *row_shape], in row order."""
+        if name not in self.fields:
+            raise ValueError(f"{self.directory} has no field {name!r}; its fields are {sorted(self.fields)}")
+        return [self._shard(name, s) for s in range(len(self.shard_rows))]
+
+    def field(self, name: str = "x") -> np.ndarray:
+        """Field ``name`` over all rows as one array [len(self), *row_shape] (read into memory)."""
+        parts = self.shards(name)
+        dtype, row_shape = self.fields[name]
+        return np.concatenate(parts) if parts else np.zeros((0, *row_shape), dtype)
+
     def __getitem__(self, i: int) -> Any:
         i = int(i)
         if not 0 <= i < len(self):

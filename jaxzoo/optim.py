@@ -155,6 +155,17 @@ class MasterState(NamedTuple):
     inner: Any  # the wrapped optimizer's state (built from the master weights, so in the master dtype)
 
 
+def map_master(opt_state: Any, fn: Callable[[Any], Any]) -> Any:
+    """``opt_state`` with ``fn`` (a ``params -> params`` function) applied to the master copy of every
+    ``master_weights`` state in it; the identity for optimizers without master weights. ``make_train_step``
+    applies its ``post_update`` here too, so a constraint (unit-norm rows, a non-negative threshold) holds on
+    the float32 master weights and not only on their low-precision copy."""
+    is_master = lambda s: isinstance(s, MasterState)  # noqa: E731
+    return jax.tree.map(
+        lambda s: s._replace(master=fn(s.master)) if is_master(s) else s, opt_state, is_leaf=is_master
+    )
+
+
 def _floating(x: Any) -> bool:
     return jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)
 
@@ -194,6 +205,31 @@ def master_weights(inner: optax.GradientTransformation, dtype: Any = jnp.float32
     return optax.GradientTransformation(init, update)
 
 
+def scale_by_name(factors: dict[str, float]) -> optax.GradientTransformation:
+    """Multiply the update of every leaf whose key path ends in a name of ``factors`` by its factor: a
+    per-parameter learning-rate multiplier (placed after the optimizer's update, it scales the step, so with
+    Adam it is exactly that parameter's own learning rate)."""
+    for name, f in factors.items():
+        if isinstance(f, bool) or not isinstance(f, int | float) or not 0 < f < float("inf"):
+            raise ValueError(f"learning-rate multiplier for {name!r} must be a positive number; got {f!r}")
+
+    def last_key(path) -> str | None:
+        for k in reversed(path):
+            name = getattr(k, "key", getattr(k, "name", None))
+            if isinstance(name, str):
+                return name
+        return None
+
+    def update(updates, state, params=None):
+        del params
+        scaled = jax.tree_util.tree_map_with_path(
+            lambda path, u: u * factors[last_key(path)] if last_key(path) in factors else u, updates
+        )
+        return scaled, state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make_optimizer(
     cfg: OptimizerConfig,
     total_steps: int,
@@ -201,12 +237,15 @@ def make_optimizer(
     mask: str | Callable[[Any], Any] | None = None,
     before: Sequence[optax.GradientTransformation] = (),
     after: Sequence[optax.GradientTransformation] = (),
+    lr_multipliers: dict[str, float] | None = None,
 ) -> optax.GradientTransformation:
     """The optax chain of ``cfg`` for a run of ``total_steps``.
 
     mask: the weight-decay rule (a ``DECAY`` name or a ``params -> bool tree`` function); default
       ``cfg.decay_on``. before/after: package transforms placed before clipping (e.g. a gradient
-      projection) or after the update (e.g. a trainable-parameter mask).
+      projection) or after the update (e.g. a trainable-parameter mask). lr_multipliers: {parameter name:
+      factor}, that parameter's learning rate relative to the schedule's (``scale_by_name``; e.g. a
+      JumpReLU threshold that must move faster than the weights).
     """
     if not isinstance(cfg, OptimizerConfig):
         raise ValueError(f"make_optimizer expects an OptimizerConfig; got {type(cfg).__name__}")
@@ -224,6 +263,8 @@ def make_optimizer(
     if cfg.grad_clip > 0:
         parts.append(optax.clip_by_global_norm(cfg.grad_clip))
     parts.append(core)
+    if lr_multipliers:
+        parts.append(scale_by_name(dict(lr_multipliers)))
     parts.extend(after)
     if cfg.ema_decay > 0:
         parts.append(ema_weights(cfg.ema_decay))

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,7 +26,8 @@ from tqdm.auto import tqdm
 
 from jaxzoo.checkpoint import Checkpointer
 from jaxzoo.config import check_resume_config, save_config
-from jaxzoo.sharding import replicated, shard_batch
+from jaxzoo.optim import map_master
+from jaxzoo.sharding import DEFAULT_RULES, replicated, rules_for_mesh, shard_batch
 
 LossFn = Callable[..., tuple[jax.Array, Mapping[str, jax.Array]]]
 
@@ -62,6 +64,7 @@ def make_train_step(
     has_extra: bool = False,
     post_update: Callable[[Any], Any] | None = None,
     donate: bool = True,
+    rules: Any = None,
 ) -> Callable[[TrainState, Any, jax.Array], tuple[TrainState, dict]]:
     """Compile one optimisation step.
 
@@ -73,7 +76,11 @@ def make_train_step(
         ``state_sharding`` (by default the shardings its arrays have at the first call), the batch is split
         along its leading axis over ``"data"`` (or ``batch_sharding``), rng and metrics are replicated.
       post_update: optional pure ``params -> params`` applied after the optimizer update (e.g. keeping
-        decoder rows unit-norm).
+        decoder rows unit-norm), and to the float32 master weights when the optimizer keeps them
+        (``OptimizerConfig.master_dtype``).
+      rules: logical-axis rules (default ``DEFAULT_RULES``) in force, with ``mesh``, while the step is
+        traced, so activation constraints inside the model (``nn.with_logical_constraint``, e.g. tora's
+        ``shard_sequence``) take effect in training as they do under ``with mesh, logical_axis_rules``.
       donate: donate the input state's buffers. The state passed in is then deleted by the step: keep
         using the state it returns, and copy parameters you want to keep (``jax.tree.map(jnp.copy, p)``)
         before the step; touching the old state raises a ``ValueError`` saying so.
@@ -100,6 +107,7 @@ def make_train_step(
         params = optax.apply_updates(state.params, updates)
         if post_update is not None:
             params = post_update(params)
+            opt_state = map_master(opt_state, post_update)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state, extra=extra), metrics
 
@@ -112,6 +120,8 @@ def make_train_step(
     )
     compiled: dict[str, Any] = {}
 
+    mesh_rules = rules_for_mesh(DEFAULT_RULES if rules is None else rules, mesh)
+
     def sharded_step(state: TrainState, batch: Any, rng: jax.Array) -> tuple[TrainState, dict]:
         if "fn" not in compiled:
             sharding = state_sharding if state_sharding is not None else shardings_of(state)
@@ -121,7 +131,9 @@ def make_train_step(
                 out_shardings=(sharding, replicated(mesh)),
                 donate_argnums=donate_argnums,
             )
-        return compiled["fn"](state, batch, rng)
+        # traced (first call, or new shapes) with the mesh and the rules in force
+        with jax.set_mesh(mesh), nn.logical_axis_rules(mesh_rules):
+            return compiled["fn"](state, batch, rng)
 
     return _explain_donation(sharded_step)
 

@@ -131,7 +131,7 @@ def make_train_step(run: RunConfig, *, mesh: Mesh | None = None, state_sharding:
     batch: STDiT {"x", "y", optional "y_mask", "x_mask", "fps"}; Tora {"x", "y", "flow", optional "y_mask",
     "stage" when run.stage is None}; VAE {"x"}."""
     return jaxzoo.make_train_step(loss_fn(run), make_optimizer(run), mesh=mesh, state_sharding=state_sharding,
-                                  has_extra=isinstance(run.model, ToraConfig), donate=donate)
+                                  has_extra=isinstance(run.model, ToraConfig), donate=donate, rules=run.rules)
 
 
 def train(

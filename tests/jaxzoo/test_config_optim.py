@@ -231,3 +231,53 @@ def test_master_weights_are_planned_like_their_parameters():
     assert len(masters) == 3  # master copy, mu, nu
     for x in masters:
         assert x.dtype == jnp.float32 and x.sharding.spec == kernel.sharding.spec
+
+
+def test_post_update_constrains_the_master_weights_too():
+    """make_train_step applies post_update to the float32 master copy as well as to the bf16 parameters,
+    so a unit-norm constraint holds on the weights the optimizer actually steps."""
+    cfg = jaxzoo.OptimizerConfig(algorithm="adam", learning_rate=0.1, warmup_steps=0, master_dtype="float32")
+    tx = jaxzoo.make_optimizer(cfg, 10)
+    params = {"w": jnp.ones((3, 4), jnp.bfloat16) * 0.5}
+    state = jaxzoo.TrainState.create(params, tx)
+
+    def loss_fn(p, batch, rng):
+        return -jnp.sum(p["w"].astype(jnp.float32) * batch), {}
+
+    def unit_rows(p):
+        w = p["w"]
+        return {"w": w / jnp.linalg.norm(w.astype(jnp.float32), axis=-1, keepdims=True).astype(w.dtype)}
+
+    step = jaxzoo.make_train_step(loss_fn, tx, post_update=unit_rows, donate=False)
+    batch = jnp.arange(12.0).reshape(3, 4)
+    for _ in range(3):
+        state, _ = step(state, batch, jax.random.key(0))
+    (master_state,) = [s for s in jax.tree.leaves(
+        state.opt_state, is_leaf=lambda s: isinstance(s, jaxzoo.optim.MasterState))
+        if isinstance(s, jaxzoo.optim.MasterState)]
+    master = master_state.master["w"]
+    assert master.dtype == jnp.float32
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(master), axis=-1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(state.params["w"], np.float32), master, atol=2**-7)
+    # without master weights map_master is the identity
+    plain = optax.adam(0.1).init(params)
+    assert jaxzoo.optim.map_master(plain, unit_rows) is not None
+    jax.tree.map(np.testing.assert_array_equal, jaxzoo.optim.map_master(plain, unit_rows), plain)
+
+
+def test_lr_multipliers_scale_one_parameters_step():
+    """lr_multipliers={"b": 3}: b's Adam step is 3x the plain one, every other parameter's is unchanged,
+    nested names match on the last key."""
+    cfg = jaxzoo.OptimizerConfig(algorithm="adam", learning_rate=0.01, warmup_steps=0, grad_clip=0.0)
+    params = {"a": jnp.ones(3), "inner": {"b": jnp.ones(2)}, "b": jnp.ones(4)}
+    grads = jax.tree.map(lambda p: 0.5 * p, params)
+    plain = jaxzoo.make_optimizer(cfg, 10)
+    scaled = jaxzoo.make_optimizer(cfg, 10, lr_multipliers={"b": 3.0})
+    u_plain, _ = plain.update(grads, plain.init(params), params)
+    u_scaled, _ = scaled.update(grads, scaled.init(params), params)
+    np.testing.assert_allclose(u_scaled["a"], u_plain["a"])
+    np.testing.assert_allclose(u_scaled["b"], 3 * u_plain["b"], rtol=1e-6)
+    np.testing.assert_allclose(u_scaled["inner"]["b"], 3 * u_plain["inner"]["b"], rtol=1e-6)
+    for bad in (0.0, -1.0, float("inf"), True):
+        with pytest.raises(ValueError, match="must be a positive number"):
+            jaxzoo.make_optimizer(cfg, 10, lr_multipliers={"b": bad})

@@ -29,6 +29,13 @@ def test_shards_round_trip(tmp_path):
     np.testing.assert_array_equal(single[2], [4, 5])
     with pytest.raises(IndexError):
         src[35]
+    # one field across shards: memory maps per shard, or one array
+    assert [len(m) for m in src.shards("id")] == [10, 10, 10, 5]
+    assert isinstance(src.shards("x")[0], np.memmap)
+    np.testing.assert_array_equal(src.field("id"), np.arange(35))
+    assert src.field("x").shape == (35, 3)
+    with pytest.raises(ValueError, match="no field 'y'"):
+        src.field("y")
 
 
 def test_shard_errors(tmp_path):

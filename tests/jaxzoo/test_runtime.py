@@ -352,3 +352,26 @@ def test_evaluate_weights_batches_by_rows_and_shards():
     np.testing.assert_allclose(sharded["mean"], np.concatenate([want[:8], want[:4]]).mean(), rtol=1e-6)
     with pytest.raises(ValueError, match="no batches"):
         jaxzoo.evaluate(metric, params, [])
+
+
+def test_sharded_step_is_traced_with_the_mesh_and_rules_in_force():
+    """Activation constraints inside a model (nn.with_logical_constraint) need the mesh and the logical
+    rules while the step is traced; make_train_step(mesh=, rules=) provides both (rules default to jaxzoo's)."""
+    mesh = jaxzoo.make_mesh({"data": 4, "model": 2})
+    seen = {}
+    rules = jaxzoo.extend_rules(("length", "model"))
+
+    def constrained_loss(params, batch, rng):
+        seen["rules"] = dict(nn.get_logical_axis_rules())
+        seen["mesh"] = dict(jax.sharding.get_abstract_mesh().shape)
+        h = nn.with_logical_constraint(batch["x"] @ params["w1"], ("batch", "length"))
+        return jnp.mean((h @ params["w2"] - batch["y"]) ** 2), {}
+
+    state_s = sharded_state(mesh)
+    step = jaxzoo.make_train_step(constrained_loss, TX, mesh=mesh, rules=rules)
+    batch = make_batch(0)
+    state_s, m = step(state_s, jaxzoo.shard_batch(batch, mesh), jax.random.key(1))
+    assert seen["rules"]["length"] == "model" and seen["rules"]["batch"] == "data"
+    assert seen["mesh"] == {"data": 4, "model": 2}
+    _, m_u = jaxzoo.make_train_step(constrained_loss, TX)(unsharded_state(), batch, jax.random.key(1))
+    np.testing.assert_allclose(m["loss"], m_u["loss"], rtol=1e-6)

@@ -59,11 +59,14 @@ def _steps(run, mesh, zero1, n=3):
 
 
 @pytest.mark.slow  # > 10 s on 2 cores; CI's second pass runs it
-@pytest.mark.parametrize("zero1", [False, True])
-def test_sharded_state_and_step_equal_single_device(mesh, zero1):
-    tx = tora.make_optimizer(RUN)
+@pytest.mark.parametrize("zero1,shard_sequence", [(False, False), (True, False), (False, True)])
+def test_sharded_state_and_step_equal_single_device(mesh, zero1, shard_sequence):
+    """Also with `shard_sequence` (tokens' H' axis over "model"): the step is traced with the mesh and the
+    run's rules in force (jaxzoo.make_train_step(rules=)), so the activation constraint takes effect."""
+    run = RUN.replace(model=RUN.model.replace(shard_sequence=shard_sequence))
+    tx = tora.make_optimizer(run)
     _, want, want_losses = _steps(RUN, None, False)
-    plan, got, losses = _steps(RUN, mesh, zero1)
+    plan, got, losses = _steps(run, mesh, zero1)
     sharded = [p for p in jax.tree.leaves(plan.state.params) if "model" in str(p.sharding.spec)]
     assert sharded, "the tiny STDiT should have model-sharded parameters on a (data=4, model=2) mesh"
     for state in (plan.state, got):  # before and after steps
