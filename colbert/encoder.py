@@ -508,6 +508,22 @@ class Encoder:
             f"output must be 'colbert' (projected, normalised) or 'hidden' (BERT), got {output!r}."
         )
 
+    def encode_token_ids(self, ids, attention_mask, *, output: str = "colbert") -> np.ndarray:
+        """Vectors of already tokenised rows: ids and attention_mask int [B, L] -> float32 [B, L, dim] (every
+        position, normalised; `output="hidden"`: the backbone's last hidden states [B, L, E]). For token
+        ids streamed from disk (`colbert.tokenize_to_shards`); keep the MaxSim mask's positions yourself.
+        Each new (B, L) compiles once: pad batches to a few fixed widths."""
+        ids, mask = np.asarray(ids), np.asarray(attention_mask)
+        for name, a in (("ids", ids), ("attention_mask", mask)):
+            if a.ndim != 2 or not np.issubdtype(a.dtype, np.integer):
+                raise ValueError(f"{name} must be an integer array [batch, length]; got {a.dtype} {a.shape}.")
+        if ids.shape != mask.shape:
+            raise ValueError(f"ids {ids.shape} and attention_mask {mask.shape} must have the same shape.")
+        vocab = self.config.bert.vocab_size
+        if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+            raise ValueError(f"token ids must be in [0, {vocab}); got range [{ids.min()}, {ids.max()}].")
+        return np.asarray(self._fn(output)(ids.astype(np.int32), mask.astype(np.int32)))
+
     def encode_queries(
         self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = True, output: str = "colbert"
     ) -> np.ndarray:

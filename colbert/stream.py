@@ -57,7 +57,6 @@ def _encode_token_batches(encoder, source, batch_size: int, chunk: int) -> Itera
             f"a token-id source must give rows with fields {FIELDS} (see tokenize_to_shards); "
             f"missing {missing or 'all'}."
         )
-    fn = encoder._fn("colbert")
     maxlen = encoder.config.doc_maxlen
     loader = make_loader(source, batch_size=batch_size, seed=0, shuffle=False, num_epochs=1,
                          shard_by_process=False, drop_remainder=False)  # fmt: skip
@@ -69,7 +68,7 @@ def _encode_token_batches(encoder, source, batch_size: int, chunk: int) -> Itera
         if real < batch_size:  # one shape per width bucket: pad the last batch
             pad = ((0, batch_size - real), (0, 0))
             ids, attn = np.pad(ids, pad), np.pad(attn, pad, constant_values=1)
-        vecs = np.asarray(fn(ids[:, :width], attn[:, :width]))[:real]
+        vecs = encoder.encode_token_ids(ids[:, :width], attn[:, :width])[:real]
         out.extend(v[k[:width].astype(bool)] for v, k in zip(vecs, keep))
         if len(out) >= chunk:
             yield out

@@ -240,3 +240,21 @@ def test_config_overrides_reach_the_tokenizer(tiny_encoder):
     assert isinstance(tiny_encoder.config, ColBERTConfig)
     ids, _ = tiny_encoder.tokenize_queries(["hello"])
     assert ids.shape == (1, 8)
+
+
+def test_encode_token_ids_matches_the_module_and_checks_its_input(tiny_encoder):
+    enc = tiny_encoder
+    ids, attn, _ = enc.tokenize_documents(["hello, world!", "late interaction again"])
+    apply = jax.jit(lambda i, a: enc.colbert.apply({"params": enc.colbert_params}, i, a))
+    np.testing.assert_allclose(enc.encode_token_ids(ids, attn), np.asarray(apply(ids, attn)), atol=1e-5)
+    assert enc.encode_token_ids(ids, attn, output="hidden").shape == (*ids.shape, enc.config.bert.hidden_size)
+    with pytest.raises(ValueError, match="integer array"):
+        enc.encode_token_ids(ids.astype(np.float32), attn)
+    with pytest.raises(ValueError, match="integer array"):
+        enc.encode_token_ids(ids[0], attn[0])
+    with pytest.raises(ValueError, match="same shape"):
+        enc.encode_token_ids(ids, attn[:, :-1])
+    with pytest.raises(ValueError, match="token ids must be in"):
+        enc.encode_token_ids(ids + enc.config.bert.vocab_size, attn)
+    with pytest.raises(ValueError, match="output must be"):
+        enc.encode_token_ids(ids, attn, output="pooled")
