@@ -73,6 +73,8 @@ class SAEConfig(jaxzoo.Config):
     init_samples: int = 32768  # activations used for the norm scale and the b_dec initialisation
     resample_every: int = 0  # relu/gated: resample dead latents every this many steps (0 disables)
     max_bad_fraction: float = 0.05  # NaN/inf rows are dropped; train raises past this fraction of rows
+    # --- precision ---
+    precision: jaxzoo.Precision = jaxzoo.Precision()  # Precision.bf16_params(): bf16 weights and activations; threshold, losses, optimizer float32
 
     def __post_init__(self):
         self._check_types()
@@ -133,6 +135,10 @@ class SAEConfig(jaxzoo.Config):
             )
         if self.dead_tokens < 1:
             raise ValueError(f"dead_tokens must be positive; got {self.dead_tokens}.")
+        if not isinstance(self.precision, jaxzoo.Precision):
+            raise ValueError(f"precision must be a jaxzoo.Precision; got {self.precision!r}.")
+        if self.precision.param_dtype == "float16" or self.precision.compute_dtype == "float16":
+            raise ValueError("float16 SAEs are not supported (no loss scaling); use bfloat16 or float32.")
 
     def _check_types(self):
         """Integers where integers are meant (k=2.5 must not reach lax.top_k), finite numbers elsewhere."""
@@ -244,7 +250,8 @@ class SAEConfig(jaxzoo.Config):
 def default_optimizer(model: SAEConfig, learning_rate: float | None = None) -> jaxzoo.OptimizerConfig:
     """The SAE training recipe (SAELens / dictionary_learning): Adam (0.9, 0.999), no warm-up, constant
     rate then linear decay to 0 over the last 20% of steps ("wsd"), gradients clipped at norm 1, steps with
-    NaN/inf gradients skipped. ``learning_rate`` None: ``model.default_learning_rate``."""
+    NaN/inf gradients skipped; for low-precision parameters (``model.precision``) float32 master weights.
+    ``learning_rate`` None: ``model.default_learning_rate``."""
     lr = model.default_learning_rate if learning_rate is None else learning_rate
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0 or not math.isfinite(lr):
         raise ValueError(f"learning_rate must be a positive number; got {lr!r}.")
@@ -257,6 +264,8 @@ def default_optimizer(model: SAEConfig, learning_rate: float | None = None) -> j
         end_lr_ratio=0.0,
         grad_clip=1.0,
         skip_nonfinite=True,
+        # bf16 parameters: Adam steps float32 master weights (small updates do not round away)
+        master_dtype=None if model.precision.param == np.float32 else "float32",
     )
 
 

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from sae import ops
 from sae.config import SAEConfig
+from sae.model import cast_input, cast_params
 
 
 def _centre(params, x, cfg: SAEConfig):
@@ -93,7 +94,7 @@ def topk_loss(params, x, dead, coefficient: float, cfg: SAEConfig):
             )
             return ops.auxk_normalized(x - x_hat, e_hat)
 
-        aux = jax.lax.cond(jnp.any(dead), auxk, lambda: jnp.zeros((), x_hat.dtype))
+        aux = jax.lax.cond(jnp.any(dead), auxk, lambda: jnp.zeros((), nmse.dtype))
         loss, terms = loss + cfg.aux_coefficient * aux, {**terms, "auxk": aux}
     active = values > 0
     fired = jnp.zeros(cfg.d_sae, bool).at[indices.reshape(-1)].max(active.reshape(-1))
@@ -116,7 +117,7 @@ def batchtopk_loss(params, x, dead, coefficient: float, cfg: SAEConfig):
         aux = jax.lax.cond(
             jnp.any(dead),
             lambda: ops.auxk_loss(x - x_hat, z, dead, params["W_dec"], cfg.auxk_size),
-            lambda: jnp.zeros((), x_hat.dtype),
+            lambda: jnp.zeros((), nmse.dtype),
         )
         loss, terms = loss + cfg.aux_coefficient * aux, {**terms, "auxk": aux}
     min_positive = jnp.min(jnp.where(f > 0, f, jnp.inf))
@@ -192,5 +193,6 @@ def sparsity_coefficient(cfg: SAEConfig, step):
 
 
 def sae_loss(params, x, dead, coefficient, cfg: SAEConfig):
-    """The architecture's loss: (loss, aux)."""
-    return LOSSES[cfg.architecture](params, x, dead, coefficient, cfg)
+    """The architecture's loss: (loss, aux). Under a low-precision ``cfg.precision`` the weights (not the
+    threshold) and x are cast to the compute dtype; the loss terms are summed in float32 (``ops.full``)."""
+    return LOSSES[cfg.architecture](cast_params(params, cfg), cast_input(x, cfg), dead, coefficient, cfg)

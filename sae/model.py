@@ -1,6 +1,6 @@
 """The SAE as a Linen module: parameters with logical axis names, encode / decode / __call__ calling ops.
 
-Parameter tree (all float32)::
+Parameter tree (float32; with ``SAEConfig.precision = Precision.bf16_params()`` all but the threshold bfloat16)::
 
     W_enc [d_in, d_sae]   ("embed", "latent")      W_dec [d_sae, d_in]   ("latent", "embed")
     b_enc [d_sae]         ("latent",)              b_dec [d_in]          ("embed",)
@@ -38,6 +38,24 @@ def init_decoder(rng, cfg: SAEConfig):
     return ops.normalize_rows(w) * norm
 
 
+def low_precision(cfg: SAEConfig) -> bool:
+    """Whether the SAE computes in a dtype narrower than float32 (``cfg.precision.compute_dtype``)."""
+    return cfg.precision.compute_dtype not in ("float32", "float64")
+
+
+def cast_input(x, cfg: SAEConfig):
+    """Activations in the compute dtype (bfloat16 under a bf16 policy); unchanged in float32/float64."""
+    return x.astype(cfg.precision.compute) if low_precision(cfg) else x
+
+
+def cast_params(params, cfg: SAEConfig) -> dict:
+    """The weights in the compute dtype for a low-precision policy; the threshold stays float32 (a JumpReLU
+    threshold compares against bf16 pre-activations in float32, and its gradient is summed in float32)."""
+    if not low_precision(cfg):
+        return params
+    return {k: v if k == "threshold" else v.astype(cfg.precision.compute) for k, v in params.items()}
+
+
 def check_input(x, cfg: SAEConfig, name: str = "activations") -> None:
     """Raise ValueError unless x has at least one axis and a last axis of size d_in."""
     shape = getattr(x, "shape", None)
@@ -56,10 +74,14 @@ class SAE(nn.Module):
 
     def setup(self):
         cfg = self.config
-        zeros = nn.initializers.zeros
+        dtype = cfg.precision.param  # every weight but the threshold (float32 always)
+
+        def zeros(rng, shape):
+            return jnp.zeros(shape, dtype)
+
         self.W_dec = self.param(
             "W_dec",
-            nn.with_logical_partitioning(lambda rng, _: init_decoder(rng, cfg), (LATENT, EMBED)),
+            nn.with_logical_partitioning(lambda rng, _: init_decoder(rng, cfg).astype(dtype), (LATENT, EMBED)),
             None,
         )
         W_dec = self.W_dec
@@ -80,30 +102,37 @@ class SAE(nn.Module):
                 "threshold", nn.with_logical_partitioning(init, (LATENT,)), (cfg.d_sae,)
             )
 
+    def _p(self, name):
+        """Parameter ``name`` in the compute dtype (``cast_params``)."""
+        value = getattr(self, name)
+        return value.astype(self.config.precision.compute) if low_precision(self.config) else value
+
     def _centre(self, x):
-        return x - self.b_dec if self.config.apply_b_dec_to_input else x
+        x = cast_input(x, self.config)
+        return x - self._p("b_dec") if self.config.apply_b_dec_to_input else x
 
     def pre_activation(self, x):
         """z [..., d_sae] (for gated: pi_gate)."""
         check_input(x, self.config)
         if self.config.architecture == "gated":
             return ops.gated_pre_activations(
-                self._centre(x), self.W_enc, self.b_gate, self.r_mag, self.b_mag
+                self._centre(x), self._p("W_enc"), self._p("b_gate"), self._p("r_mag"), self._p("b_mag")
             )[0]
-        return ops.pre_activation(self._centre(x), self.W_enc, self.b_enc)
+        return ops.pre_activation(self._centre(x), self._p("W_enc"), self._p("b_enc"))
 
     def encode(self, x, train: bool = False):
-        """f [..., d_sae] for x [..., d_in]."""
+        """f [..., d_sae] for x [..., d_in] (in the compute dtype)."""
         cfg = self.config
         check_input(x, cfg)
         x = self._centre(x)
         if cfg.architecture == "gated":
             return ops.gated_activation(
-                *ops.gated_pre_activations(x, self.W_enc, self.b_gate, self.r_mag, self.b_mag)
+                *ops.gated_pre_activations(x, self._p("W_enc"), self._p("b_gate"), self._p("r_mag"),
+                                           self._p("b_mag"))
             )
-        z = ops.pre_activation(x, self.W_enc, self.b_enc)
+        z = ops.pre_activation(x, self._p("W_enc"), self._p("b_enc"))
         if cfg.rescale_by_decoder_norm:
-            z = z * ops.row_norms(self.W_dec)
+            z = z * ops.row_norms(self._p("W_dec"))
         if cfg.architecture == "relu":
             return jax.nn.relu(z)
         if cfg.architecture == "topk":
@@ -117,14 +146,16 @@ class SAE(nn.Module):
         return ops.threshold_activation(z, jax.lax.stop_gradient(self.threshold))
 
     def decode(self, f):
-        """x_hat [..., d_in] for f [..., d_sae]."""
+        """x_hat [..., d_in] for f [..., d_sae] (in the compute dtype)."""
         if f.ndim < 1 or f.shape[-1] != self.config.d_sae:
             raise ValueError(
                 f"latents must have shape [..., d_sae={self.config.d_sae}]; got shape {tuple(f.shape)}."
             )
+        f = cast_input(f, self.config)
+        W_dec = self._p("W_dec")
         if self.config.rescale_by_decoder_norm:
-            f = f / ops.row_norms(self.W_dec)
-        return ops.decode(f, self.W_dec, self.b_dec)
+            f = f / ops.row_norms(W_dec)
+        return ops.decode(f, W_dec, self._p("b_dec"))
 
     def __call__(self, x, train: bool = False):
         f = self.encode(x, train=train)
@@ -134,7 +165,7 @@ class SAE(nn.Module):
 def init_params(cfg: SAEConfig, rng, *, mesh=None, rules=None):
     """Fresh SAE parameters (plain arrays), sharded on ``mesh`` when given. Returns (params, shardings)."""
     module = SAE(cfg)
-    x = jnp.zeros((1, cfg.d_in), jnp.float32)
+    x = jnp.zeros((1, cfg.d_in), cfg.precision.compute)
     if mesh is None:
         return nn.meta.unbox(module.init(rng, x)["params"]), None
     rules = jaxzoo.DEFAULT_RULES if rules is None else rules

@@ -131,9 +131,16 @@ def decode(f, W_dec, b_dec):
     return jnp.einsum("...m,md->...d", f, W_dec) + b_dec
 
 
+def full(x):
+    """``x`` in at least float32 (bfloat16 -> float32, float64 stays): sums of squares, losses and norms are
+    accumulated in full precision whatever dtype the SAE computes in."""
+    x = jnp.asarray(x)
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def row_norms(W, eps: float = 0.0):
-    """||W_i|| for each row i: [m, d] -> [m]."""
-    return jnp.sqrt(jnp.sum(W * W, axis=-1) + eps)
+    """||W_i|| for each row i: [m, d] -> [m], summed in float32 and returned in W's dtype."""
+    return jnp.sqrt(jnp.sum(jnp.square(full(W)), axis=-1) + eps).astype(W.dtype)
 
 
 def normalize_rows(W, eps: float = 1e-12):
@@ -152,24 +159,26 @@ def project_out_parallel(grad, W):
 
 
 def sum_sq(x):
-    """sum over the last axis of x^2: [..., d] -> [...]."""
+    """sum over the last axis of x^2, in at least float32: [..., d] -> [...]."""
+    x = full(x)
     return jnp.sum(x * x, axis=-1)
 
 
 def mse(x, x_hat):
     """MSE as SAELens reports it: squared error summed over d_in, averaged over tokens. -> scalar."""
-    return jnp.mean(sum_sq(x_hat - x))
+    return jnp.mean(sum_sq(full(x_hat) - full(x)))
 
 
 def variance_sum(x):
     """sum_b ||x_b - mean_b x||^2 (pooled variance of a batch [B, d], times B)."""
+    x = full(x)
     return jnp.sum(sum_sq(x - jnp.mean(x, axis=0)))
 
 
 def normalized_mse(x, x_hat):
     """Fraction of variance unexplained: sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 over the batch
     (OpenAI's normalised MSE; 1 - explained variance)."""
-    return jnp.sum(sum_sq(x_hat - x)) / variance_sum(x)
+    return jnp.sum(sum_sq(full(x_hat) - full(x))) / variance_sum(x)
 
 
 def explained_variance(x, x_hat):
@@ -179,8 +188,8 @@ def explained_variance(x, x_hat):
 
 def auxk_normalized(residual, e_hat):
     """||e - e_hat||^2 / ||e - mean_b e||^2 summed over the batch, e = stop_gradient(residual); NaN -> 0."""
-    e = jax.lax.stop_gradient(residual)
-    loss = jnp.sum(sum_sq(e - e_hat)) / variance_sum(e)
+    e = full(jax.lax.stop_gradient(residual))
+    loss = jnp.sum(sum_sq(e - full(e_hat))) / variance_sum(e)
     return jnp.where(jnp.isfinite(loss), loss, 0.0)
 
 
@@ -198,21 +207,21 @@ def auxk_loss(residual, z, dead, W_dec, k_aux: int):
 
 def l1_penalty(f, W_dec=None):
     """mean_b sum_i |f_i| (* ||W_dec,i|| when W_dec is given: Anthropic's decoder-norm-weighted L1)."""
-    a = jnp.abs(f)
+    a = jnp.abs(full(f))
     if W_dec is not None:
-        a = a * row_norms(W_dec)
+        a = a * full(row_norms(W_dec))
     return jnp.mean(jnp.sum(a, axis=-1))
 
 
 def tanh_l0(f, decoder_norms, scale: float):
     """Anthropic's smoothed L0 (Jan 2025): mean_b sum_i tanh(scale * f_i * ||W_dec,i||). f [B, m] -> scalar."""
-    return jnp.mean(jnp.sum(jnp.tanh(scale * f * decoder_norms), axis=-1))
+    return jnp.mean(jnp.sum(jnp.tanh(scale * full(f) * full(decoder_norms)), axis=-1))
 
 
 def pre_act_loss(z, threshold, dead, decoder_norms):
     """Anthropic's pre-activation loss, on dead latents only (SAELens): mean_b sum_i ReLU(theta_i - z_i)
     * dead_i * ||W_dec,i||. z [B, m], threshold/dead/decoder_norms [m] -> scalar."""
-    return jnp.mean(jnp.sum(jax.nn.relu(threshold - z) * dead * decoder_norms, axis=-1))
+    return jnp.mean(jnp.sum(jax.nn.relu(full(threshold) - full(z)) * dead * full(decoder_norms), axis=-1))
 
 
 # --- initialisation -------------------------------------------------------------------------------------

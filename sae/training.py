@@ -49,28 +49,16 @@ def project_decoder_gradient() -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def scale_threshold_updates(factor: float) -> optax.GradientTransformation:
-    """Multiply the JumpReLU threshold's update by ``factor`` (its own learning rate, ``threshold_lr_scale``)."""
-
-    def update(updates, state, params=None):
-        del params
-        updates = dict(updates)
-        updates["threshold"] = updates["threshold"] * factor
-        return updates, state
-
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
-
-
 def make_optimizer(run_cfg: RunConfig) -> optax.GradientTransformation:
     """``run_cfg.optimizer`` for ``run_cfg.steps`` steps, with the decoder-gradient projection first when
     the architecture keeps W_dec rows unit-norm, and (JumpReLU) the threshold's update scaled by
     ``model.threshold_lr_multiplier``."""
     cfg = run_cfg.model
     before = (project_decoder_gradient(),) if cfg.constrain_decoder else ()
-    after = ()
+    scale = None
     if cfg.architecture == "jumprelu" and cfg.threshold_lr_multiplier != 1.0:
-        after = (scale_threshold_updates(cfg.threshold_lr_multiplier),)
-    return jaxzoo.make_optimizer(run_cfg.optimizer, run_cfg.steps, before=before, after=after)
+        scale = {"threshold": cfg.threshold_lr_multiplier}
+    return jaxzoo.make_optimizer(run_cfg.optimizer, run_cfg.steps, before=before, lr_multipliers=scale)
 
 
 def post_update(cfg: SAEConfig):
@@ -176,7 +164,7 @@ def fold_scale(params: dict, scale, cfg: SAEConfig) -> dict:
     out["b_dec"] = params["b_dec"] / scale
     if cfg.rescale_by_decoder_norm and "threshold" in params:
         out["threshold"] = params["threshold"] / scale
-    return out
+    return {k: v.astype(params[k].dtype) for k, v in out.items()}  # bf16 weights stay bf16
 
 
 def fold_decoder_norm(params: dict, cfg: SAEConfig) -> dict:
@@ -346,7 +334,7 @@ def recipe(run_cfg: RunConfig, *, scale: float = 1.0, b_dec: np.ndarray | None =
     def init_fn(rng):
         params = dict(module.init(rng, sample)["params"])
         if b_dec is not None:
-            params["b_dec"] = params["b_dec"].replace_boxed(jnp.asarray(b_dec, jnp.float32))
+            params["b_dec"] = params["b_dec"].replace_boxed(jnp.asarray(b_dec, cfg.precision.param))
         if cfg.architecture in ("batchtopk", "matryoshka"):
             params.pop("threshold")
         return params
@@ -425,14 +413,20 @@ def resample_dead(state, batch, rng, cfg: SAEConfig):
     probs = err / jnp.maximum(jnp.sum(err), 1e-30)
     picks = jax.random.choice(rng, x.shape[0], (cfg.d_sae,), p=probs)
     directions = ops.normalize_rows(x[picks])  # [m, d]
-    enc_norms = jnp.sqrt(jnp.sum(params["W_enc"] ** 2, axis=0))
+    enc_norms = jnp.sqrt(jnp.sum(params["W_enc"].astype(jnp.float32) ** 2, axis=0))
     alive = ~dead
     alive_norm = jnp.where(jnp.any(alive), jnp.sum(enc_norms * alive) / jnp.maximum(jnp.sum(alive), 1), 1.0)
-    params["W_dec"] = jnp.where(dead[:, None], directions, params["W_dec"])
-    params["W_enc"] = jnp.where(dead[None, :], 0.2 * alive_norm * directions.T, params["W_enc"])
-    for name in ("b_enc", "b_gate", "b_mag", "r_mag"):
-        if name in params:
-            params[name] = jnp.where(dead, 0.0, params[name])
+
+    def resample(p):  # the dead latents' weights replaced, in each leaf's dtype (params and master copy)
+        p = dict(p)
+        p["W_dec"] = jnp.where(dead[:, None], directions, p["W_dec"]).astype(p["W_dec"].dtype)
+        p["W_enc"] = jnp.where(dead[None, :], 0.2 * alive_norm * directions.T, p["W_enc"]).astype(p["W_enc"].dtype)
+        for name in ("b_enc", "b_gate", "b_mag", "r_mag"):
+            if name in p:
+                p[name] = jnp.where(dead, 0.0, p[name]).astype(p[name].dtype)
+        return p
+
+    params = resample(params)
 
     def zero_moments(path, leaf):
         keys = [p.key for p in path if isinstance(p, jax.tree_util.DictKey)]
@@ -447,6 +441,7 @@ def resample_dead(state, batch, rng, cfg: SAEConfig):
         return leaf
 
     opt_state = jax.tree_util.tree_map_with_path(zero_moments, state.opt_state)
+    opt_state = jaxzoo.optim.map_master(opt_state, resample)  # float32 master weights resampled alike
     extra["tokens_since_fired"] = jnp.where(dead, 0, extra["tokens_since_fired"])
     return state.replace(params=params, opt_state=opt_state, extra=extra)
 
