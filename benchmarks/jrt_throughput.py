@@ -37,6 +37,12 @@ constant-size state is several times faster per token than attention over a grow
 state tens of times smaller; the whole JRT model trains at a throughput close to Based's. With
 --accelerator on a GPU/TPU a "PLA prefill, Pallas vs XLA chunked" row times the `jrt.pallas` kernel against
 the XLA chunked form (on a CPU the row is skipped with a note).
+
+Measured with the defaults, alone on this 2-core CPU (one run, float32): prefill PLA / softmax 0.64x at
+L = 256, 0.90x at 1k, 1.64x at 2k, 3.43x at 4k, 10.4x at 16k (crossover between 1k and 2k; softmax's
+logits do not fit at 32k, PLA runs at 49.7k tok/s); decoding 12.5x faster per token over tokens 0-1k and
+34.9x over 3k-4k, state 29.6x smaller than the KV cache at 4096 tokens; whole-model train step at the
+360M layer pattern (d 64, B 2, L 256): JRT-RNN 1926 tok/s vs Based 1989 tok/s = 0.969x.
 """
 
 from __future__ import annotations
