@@ -19,11 +19,11 @@ the 4 tokens that followed the cue in the passage (greedy, `jrt.generate`). Repo
 tokens, plain and with JRT-Prompt (the passage written twice before the cue).
 
 Run (CPU defaults, a few minutes on 2 cores; `--smoke` runs every path in seconds):
-    python examples/jrt_text.py [--out DIR] [--seed S] [--smoke]
+    python examples/jrt_text.py [--out DIR] [--seed S] [--seeds N] [--smoke]
 Writes results.json (parameters, losses, perplexities, probe accuracies, seconds) and text.png (training
 curves) into --out (default outputs/jrt_text) and prints the table.
 
-Measured (defaults; seeds 0, 1, 2 with `--seed S`, mean ± std over seeds; 300 steps x 16 x 128 tokens =
+Measured (defaults with `--seeds 3`: seeds 0, 1, 2, mean ± std over seeds; 300 steps x 16 x 128 tokens =
 0.61M tokens, 4 layers, d 64, BPE vocab 1024; ~1 minute per model on a quiet 2-core CPU, ~4 under load):
 
 | model | params | held-out ppl (positions >= 64) | per seed | probe | probe, JRT-Prompt | final train loss |
@@ -70,6 +70,7 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--probe", type=int, default=64, help="recall-probe items")
     p.add_argument("--eval-rows", type=int, default=512, help="held-out rows scored for perplexity")
+    p.add_argument("--seeds", type=int, default=1, help="repeat every model with seeds seed .. seed + n - 1")
     smoke = dict(
         vocab=300,
         seq_len=32,
@@ -181,37 +182,41 @@ def main(argv=None):
     held = {k: v[: args.eval_rows] for k, v in pack(tok, held_texts, eos).items()}
     held["labels"] = np.where(np.arange(args.seq_len)[None] >= args.prefix, held["labels"], jrt.IGNORE)
     shards = jaxzoo.data.write_array_shards(pathlib.Path(run.out) / "tokens" / "train", [train])
-    items = probe_items(tok, held_texts, eos, args.probe, args.seed + 1)
     print(f"tokens: train {train['input_ids'].size}, held-out {held['input_ids'].size}, vocab {vocab}")
 
     results = []
-    for kind in args.models.split(","):
-        cfg = model_config(kind, vocab, mask_id)
-        run_cfg = jrt.RunConfig(
-            model=cfg,
-            optimizer=jrt.REFERENCE_OPTIMIZER.replace(learning_rate=args.lr, warmup_fraction=0.1),
-            steps=args.steps,
-            batch_size=args.batch_size,
-            seed=args.seed,
-        )
-        loader = jaxzoo.data.make_loader(shards, batch_size=args.batch_size, seed=args.seed)  # the same batches
-        start = time.perf_counter()
-        state, history = jrt.train(run_cfg, iter(loader), log_every=max(1, args.steps // 30), desc=kind)
-        seconds = time.perf_counter() - start
-        loss = jrt.evaluate(state.params, held, cfg, batch_size=args.batch_size)["loss"]
-        results.append(
-            dict(
-                model=kind,
-                params=int(jaxzoo.param_count(state.params)),
-                train_loss=[h["loss"] for h in history],
-                steps=[h["step"] for h in history],
-                held_out_loss=loss,
-                held_out_ppl=float(np.exp(loss)),
-                probe=probe(state.params, cfg, items, eos, twice=False),
-                probe_jrt_prompt=probe(state.params, cfg, items, eos, twice=True),
-                seconds=seconds,
+    for seed in range(args.seed, args.seed + args.seeds):
+        items = probe_items(tok, held_texts, eos, args.probe, seed + 1)
+        for kind in args.models.split(","):
+            cfg = model_config(kind, vocab, mask_id)
+            run_cfg = jrt.RunConfig(
+                model=cfg,
+                optimizer=jrt.REFERENCE_OPTIMIZER.replace(learning_rate=args.lr, warmup_fraction=0.1),
+                steps=args.steps,
+                batch_size=args.batch_size,
+                seed=seed,
             )
-        )
+            loader = jaxzoo.data.make_loader(shards, batch_size=args.batch_size, seed=seed)  # the same batches
+            start = time.perf_counter()
+            state, history = jrt.train(run_cfg, iter(loader), log_every=max(1, args.steps // 30),
+                                       desc=f"{kind} s{seed}")
+            seconds = time.perf_counter() - start
+            loss = jrt.evaluate(state.params, held, cfg, batch_size=args.batch_size)["loss"]
+            results.append(
+                dict(
+                    model=kind,
+                    seed=seed,
+                    params=int(jaxzoo.param_count(state.params)),
+                    train_loss=[h["loss"] for h in history],
+                    steps=[h["step"] for h in history],
+                    held_out_loss=loss,
+                    held_out_ppl=float(np.exp(loss)),
+                    probe=probe(state.params, cfg, items, eos, twice=False),
+                    probe_jrt_prompt=probe(state.params, cfg, items, eos, twice=True),
+                    seconds=seconds,
+                )
+            )
+    summary = summarise(results)
     rows = [
         {
             "model": NAMES[r["model"]],
@@ -221,13 +226,30 @@ def main(argv=None):
             "probe, JRT-Prompt": r["probe_jrt_prompt"],
             "train s": r["seconds"],
         }
-        for r in results
+        for r in summary
     ]
     script.print_table(
-        rows, title=f"pydoc_data.topics, {args.steps} steps x {args.batch_size} x {args.seq_len} tokens"
+        rows, title=f"pydoc_data.topics, {args.steps} steps x {args.batch_size} x {args.seq_len} tokens, "
+        f"seeds {args.seed}..{args.seed + args.seeds - 1} (mean ± std)"
     )
-    run.save({"results": results, "vocab": vocab, "probe_items": len(items)}, figures={"text": plot(results)})
+    run.save({"summary": summary, "results": results, "vocab": vocab, "probe_items": len(items)},
+             figures={"text": plot([r for r in results if r["seed"] == args.seed])})
     return 0
+
+
+def summarise(results):
+    """Per model: mean and std over seeds of perplexity, probe accuracies and seconds ({"mean", "std"})."""
+    out = []
+    for kind in dict.fromkeys(r["model"] for r in results):
+        rs = [r for r in results if r["model"] == kind]
+
+        def ms(key, rs=rs):
+            v = np.array([r[key] for r in rs], float)
+            return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
+
+        out.append({"model": kind, "params": rs[0]["params"], "seeds": len(rs), "held_out_ppl": ms("held_out_ppl"),
+                    "probe": ms("probe"), "probe_jrt_prompt": ms("probe_jrt_prompt"), "seconds": ms("seconds")})
+    return out
 
 
 def plot(results):

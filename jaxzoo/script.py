@@ -177,12 +177,15 @@ def timeit(fn: Callable[[], Any], *, warmup: int = 1, repeats: int = 5) -> float
 
 
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, *, digits: int = 4) -> str:
-    """A markdown table of ``rows`` (dicts); floats to ``digits`` significant digits."""
+    """A markdown table of ``rows`` (dicts); floats to ``digits`` significant digits, a ``{"mean", "std"}``
+    cell (a result over seeds) as "mean ± std"."""
     if not rows:
         return "(no rows)"
     columns = list(columns or rows[0].keys())
 
     def cell(v):
+        if isinstance(v, Mapping) and "mean" in v and "std" in v:
+            return f"{v['mean']:.{digits}g} ± {v['std']:.2g}"
         if isinstance(v, float):
             return f"{v:.{digits}g}"
         return str(v)

@@ -57,3 +57,10 @@ def test_readme_results_table_is_generated_from_results_files():
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "results_table.py"), "--check"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_table_formats_results_over_seeds_as_mean_and_std():
+    from jaxzoo import script
+
+    text = script.table([{"model": "a", "ppl": {"mean": 53.94, "std": 1.83}, "steps": 300, "x": 0.123456}])
+    assert text.splitlines()[2] == "| a | 53.94 ± 1.8 | 300 | 0.1235 |"
