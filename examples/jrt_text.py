@@ -245,7 +245,7 @@ def summarise(results):
 
         def ms(key, rs=rs):
             v = np.array([r[key] for r in rs], float)
-            return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
+            return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else float("nan")}
 
         out.append({"model": kind, "params": rs[0]["params"], "seeds": len(rs), "held_out_ppl": ms("held_out_ppl"),
                     "probe": ms("probe"), "probe_jrt_prompt": ms("probe_jrt_prompt"), "seconds": ms("seconds")})

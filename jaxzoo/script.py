@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import pathlib
 import platform
 import statistics
@@ -184,8 +185,8 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = Non
     columns = list(columns or rows[0].keys())
 
     def cell(v):
-        if isinstance(v, Mapping) and "mean" in v and "std" in v:
-            return f"{v['mean']:.{digits}g} ± {v['std']:.2g}"
+        if isinstance(v, Mapping) and "mean" in v and "std" in v:  # one seed: no spread to show
+            return f"{v['mean']:.{digits}g}" + ("" if math.isnan(v["std"]) else f" ± {v['std']:.2g}")
         if isinstance(v, float):
             return f"{v:.{digits}g}"
         return str(v)

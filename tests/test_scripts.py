@@ -64,3 +64,4 @@ def test_table_formats_results_over_seeds_as_mean_and_std():
 
     text = script.table([{"model": "a", "ppl": {"mean": 53.94, "std": 1.83}, "steps": 300, "x": 0.123456}])
     assert text.splitlines()[2] == "| a | 53.94 ± 1.8 | 300 | 0.1235 |"
+    assert script.table([{"ppl": {"mean": 53.94, "std": float("nan")}}]).splitlines()[2] == "| 53.94 |"
