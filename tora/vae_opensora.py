@@ -253,38 +253,23 @@ class SDUpsample(nn.Module):
         return Conv(self.features, (3, 3), dtype=self.dtype, name="conv")(x)
 
 
-class SDDownBlock(nn.Module):
-    """DownEncoderBlock2D: `num_layers` resnets then (unless last) a downsampler."""
+class SDBlock(nn.Module):
+    """DownEncoderBlock2D / UpDecoderBlock2D: `num_layers` resnets, then a downsampler (`resample="down"`), an
+    upsampler ("up") or nothing (None, the last block)."""
 
     features: int
     num_layers: int
     groups: int
-    downsample: bool
+    resample: str | None = None
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x):
         for j in range(self.num_layers):
             x = SDResnetBlock(self.features, self.groups, self.dtype, name=f"resnets_{j}")(x)
-        if self.downsample:
+        if self.resample == "down":
             x = SDDownsample(self.features, self.dtype, name="downsamplers_0")(x)
-        return x
-
-
-class SDUpBlock(nn.Module):
-    """UpDecoderBlock2D: `num_layers` resnets then (unless last) an upsampler."""
-
-    features: int
-    num_layers: int
-    groups: int
-    upsample: bool
-    dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        for j in range(self.num_layers):
-            x = SDResnetBlock(self.features, self.groups, self.dtype, name=f"resnets_{j}")(x)
-        if self.upsample:
+        elif self.resample == "up":
             x = SDUpsample(self.features, self.dtype, name="upsamplers_0")(x)
         return x
 
@@ -300,7 +285,8 @@ class SDEncoder(nn.Module):
         chans, g = cfg.block_out_channels, cfg.norm_num_groups
         x = Conv(chans[0], (3, 3), dtype=dt, name="conv_in")(x.astype(dt))
         for i, c in enumerate(chans):
-            x = SDDownBlock(c, cfg.layers_per_block, g, i < len(chans) - 1, dt, name=f"down_blocks_{i}")(x)
+            x = SDBlock(c, cfg.layers_per_block, g, "down" if i < len(chans) - 1 else None, dt,
+                        name=f"down_blocks_{i}")(x)
         x = SDMidBlock(g, dt, name="mid_block")(x)
         x = nn.silu(GroupNorm(g, eps=1e-6, name="conv_norm_out")(x))
         return Conv(2 * cfg.latent_channels, (3, 3), dtype=dt, name="conv_out")(x)
@@ -318,7 +304,8 @@ class SDDecoder(nn.Module):
         x = Conv(chans[0], (3, 3), dtype=dt, name="conv_in")(z.astype(dt))
         x = SDMidBlock(g, dt, name="mid_block")(x)
         for i, c in enumerate(chans):
-            x = SDUpBlock(c, cfg.layers_per_block + 1, g, i < len(chans) - 1, dt, name=f"up_blocks_{i}")(x)
+            x = SDBlock(c, cfg.layers_per_block + 1, g, "up" if i < len(chans) - 1 else None, dt,
+                        name=f"up_blocks_{i}")(x)
         x = nn.silu(GroupNorm(g, eps=1e-6, name="conv_norm_out")(x))
         return Conv(cfg.in_channels, (3, 3), dtype=dt, name="conv_out")(x).astype(jnp.float32)
 
@@ -615,8 +602,8 @@ def sharding_examples() -> list[tuple[str, nn.Module, tuple]]:
         ("SDMidBlock", SDMidBlock(4), (feat,)),
         ("SDDownsample", SDDownsample(8), (feat,)),
         ("SDUpsample", SDUpsample(8), (feat,)),
-        ("SDDownBlock", SDDownBlock(8, 1, 4, True), (feat,)),
-        ("SDUpBlock", SDUpBlock(8, 1, 4, True), (feat,)),
+        ("SDBlock/down", SDBlock(8, 1, 4, "down"), (feat,)),
+        ("SDBlock/up", SDBlock(8, 1, 4, "up"), (feat,)),
         ("SDEncoder", SDEncoder(s), (img,)),
         ("SDDecoder", SDDecoder(s), (jnp.zeros((4, 2, 2, 4)),)),
         ("SDAutoencoderKL", SDAutoencoderKL(s), (img,)),

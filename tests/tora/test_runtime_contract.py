@@ -19,6 +19,7 @@ from tora.config import (
     TrajectoryExtractorConfig,
     VAEConfig,
 )
+from tora.vae_opensora import OpenSoraVAEConfig
 
 # SGD with momentum keeps every step's update proportional to the gradient: Adam with Open-Sora's eps
 # 1e-15 turns float-noise gradients (~1e-9, summed in another order across devices) into +-lr steps.
@@ -94,6 +95,8 @@ CONFIGS = [
     TrajectoryExtractorConfig(), TrajectoryExtractorConfig.tiny(), ToraConfig(), ToraConfig.tiny(),
     ToraConfig.tiny("cross_attention"), RunConfig(), RunConfig.tiny(), RunConfig.tiny(model=ToraConfig.tiny()),
     RunConfig.tiny(model=VAEConfig.tiny(), stage=None), RunConfig.tiny(model=ToraConfig.tiny(), stage=2),
+    OpenSoraVAEConfig(), OpenSoraVAEConfig.v1_2(), OpenSoraVAEConfig.tiny(),
+    OpenSoraVAEConfig.tiny().replace(micro_frame_size=None), tora.SDVAEConfig(), tora.TemporalVAEConfig(),
 ]
 
 
