@@ -104,6 +104,7 @@ from tora.tora_model import Tora, load_base_params, make_tora_sampler
 from tora.trajectory import flow_to_rgb, track_centroids, trajectory_error, trajectory_to_flow
 
 CAPTION_DIM = 16
+STAGES = {1: "1: dense flow", 2: "2: + sparse tracks"}
 
 
 def parse_args(argv=None):
@@ -309,6 +310,7 @@ def run_seed(a, seed, out, mesh, progress):
                      for i in range(a.eval_clips)])
     cond_rgb = jax.vmap(lambda f: flow_to_rgb(f, chunk=probe.color_chunk_frames))(jnp.asarray(cond))
 
+    sample_key = hashlib.sha1(json.dumps(kw).encode()).hexdigest()[:8]  # stored samples depend on these
     for label, fuser, lr in fusers(a):
         # One compiled step for both stages: the batch carries the stage (dense before stage_steps).
         tora_run = RunConfig(model=tora_config(a, fuser), flow=flow_cfg, optimizer=optimizer(a, lr),
@@ -329,17 +331,16 @@ def run_seed(a, seed, out, mesh, progress):
             timings[f"{label}-stage{stage}"] = time.time() - t0
             # a rerun finds the workdir at the end of stage 2 (the stage-1 checkpoint is not kept), so each
             # stage's samples are stored when they are made and read back instead of re-sampled
-            cache = workdir / f"samples-stage{stage}-{hashlib.sha1(json.dumps(kw).encode()).hexdigest()[:8]}.npz"
+            cache = workdir / f"samples-stage{stage}-{sample_key}.npz"
+            row = {"method": f"Tora ({label})", "stage": STAGES[stage]}
             if cache.exists():
                 stored = np.load(cache)
                 vids, loss, rms = stored["videos"], float(stored["final_loss"]), float(stored["fuser_out_rms"])
             elif int(state.step) != stage * a.stage_steps:
                 print(f"seed {seed} Tora {label} stage {stage}: its checkpoint is gone (the workdir is at step "
                       f"{int(state.step)}) and its samples were not stored; reported as NaN (use a new --out)")
-                nan = float("nan")
-                rows.append({"method": f"Tora ({label})", "stage": {1: "1: dense flow", 2: "2: + sparse tracks"}[stage],
-                             "traj_error": nan, "shape_ok": nan, "clips_passing": nan, "traj_error_passing": nan,
-                             "traj_error_ok_frames": nan, "final_loss": None, "fuser_out_rms": nan})
+                rows.append({**row, **dict.fromkeys(oracle, float("nan")), "final_loss": None,
+                             "fuser_out_rms": float("nan")})
                 continue
             else:
                 variables = {"params": ema_weights(state), "batch_stats": state.extra["batch_stats"]}
@@ -347,8 +348,7 @@ def run_seed(a, seed, out, mesh, progress):
                 loss, rms = (hist[-1]["loss"] if hist else float("nan")), fuser_norm(state.params, fuser)
                 np.savez(cache, videos=vids, final_loss=loss, fuser_out_rms=rms)
             met, preds = score(vids)
-            rows.append({"method": f"Tora ({label})", "stage": {1: "1: dense flow", 2: "2: + sparse tracks"}[stage],
-                         **met, "final_loss": loss, "fuser_out_rms": rms})
+            rows.append({**row, **met, "final_loss": loss, "fuser_out_rms": rms})
             strips[f"{label} s{stage}"] = (vids, preds)
             print(f"seed {seed} Tora {label} stage {stage}: {met}")
     return rows, strips, oracle, ev, target, timings

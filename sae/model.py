@@ -103,9 +103,8 @@ class SAE(nn.Module):
             )
 
     def _p(self, name):
-        """Parameter ``name`` in the compute dtype (``cast_params``)."""
-        value = getattr(self, name)
-        return value.astype(self.config.precision.compute) if low_precision(self.config) else value
+        """Parameter ``name`` as the losses see it (``cast_params``)."""
+        return cast_params({name: getattr(self, name)}, self.config)[name]
 
     def _centre(self, x):
         x = cast_input(x, self.config)
